@@ -1,0 +1,47 @@
+// Domain names and lookup keys: case folding, trailing dot, IDNA2008 (libidn2), and
+// the classification of the keys Postfix sends to smtp_tls_policy_maps.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "util/result.h"
+
+namespace tlspolicy {
+
+// Longest domain name we accept in presentation form, without the trailing dot (RFC 1035).
+inline constexpr std::size_t kMaxDomainLength = 253;
+// Longest label (RFC 1035).
+inline constexpr std::size_t kMaxLabelLength = 63;
+
+// Converts a domain name given with U-labels or A-labels, in any case, with or without one
+// trailing dot, to its canonical lookup form: lowercase A-labels (IDNA2008, UTS #46
+// non-transitional mapping), no trailing dot, every label 1..63 LDH characters not starting
+// or ending with '-', at least two labels, at most 253 characters. Anything else is an
+// Error whose message never echoes the input.
+Result<std::string> canonical_domain(std::string_view name);
+
+// What a key sent by Postfix (or Exim, or the CLI) is.
+enum class KeyKind {
+    Domain,       // a recipient domain: name holds its canonical_domain() form
+    ParentProbe,  // ".example.com", Postfix's parent-domain walk: name holds "." + canonical form
+    NextHop,      // "[host]" or "[host]:port" or "host:port": name holds the key with the host
+                  // part canonicalised (or an IP literal kept as is) and the port kept
+    IpLiteral,    // "192.0.2.1", "2001:db8::1", "[192.0.2.1]"...: name holds the key, lowercased
+    Invalid,      // anything else (empty, bad characters, too long, bad IDN, ...): name is empty
+};
+
+// A normalised key. For Invalid, reason says why in a few words (never echoing the input).
+struct Key {
+    KeyKind kind = KeyKind::Invalid;
+    std::string name;
+    std::string reason;
+};
+
+// Classifies and normalises one raw key. Never throws; every input yields a Key.
+Key normalize_key(std::string_view raw);
+
+// Short lowercase name of a kind, for logs and JSON ("domain", "parent-probe", ...).
+std::string_view key_kind_name(KeyKind kind);
+
+}  // namespace tlspolicy
