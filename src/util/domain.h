@@ -17,18 +17,24 @@ inline constexpr std::size_t kMaxLabelLength = 63;
 // Converts a domain name given with U-labels or A-labels, in any case, with or without one
 // trailing dot, to its canonical lookup form: lowercase A-labels (IDNA2008, UTS #46
 // non-transitional mapping), no trailing dot, every label 1..63 LDH characters not starting
-// or ending with '-', at least two labels, at most 253 characters. Anything else is an
-// Error whose message never echoes the input.
+// or ending with '-', at least two labels, at most 253 characters, and a top-level label that
+// is not all digits. Existing "xn--" labels must decode to a valid U-label. Input longer than
+// 1024 bytes, invalid UTF-8, control bytes, spaces and other non-LDH ASCII are rejected
+// before any IDNA work. Anything else is an Error whose message never echoes the input.
 Result<std::string> canonical_domain(std::string_view name);
 
-// What a key sent by Postfix (or Exim, or the CLI) is.
+// What a key sent by Postfix (or Exim, or the CLI) is, and what Key::name then holds.
 enum class KeyKind {
-    Domain,       // a recipient domain: name holds its canonical_domain() form
-    ParentProbe,  // ".example.com", Postfix's parent-domain walk: name holds "." + canonical form
-    NextHop,      // "[host]" or "[host]:port" or "host:port": name holds the key with the host
-                  // part canonicalised (or an IP literal kept as is) and the port kept
-    IpLiteral,    // "192.0.2.1", "2001:db8::1", "[192.0.2.1]"...: name holds the key, lowercased
-    Invalid,      // anything else (empty, bad characters, too long, bad IDN, ...): name is empty
+    Domain,       // "Example.COM." -> "example.com": the canonical_domain() form
+    ParentProbe,  // ".Example.com" -> ".example.com": "." + canonical form of the rest (so
+                  // Postfix's last probe ".com", a single label, is Invalid)
+    NextHop,      // "[Mail.Example.com.]:587" -> "[mail.example.com]:587", "mx.example:SMTP"
+                  // -> "mx.example:smtp": host canonicalised, brackets kept, port kept
+                  // (decimal 1..65535 without leading zeros, or a service name, lowercased)
+    IpLiteral,    // "192.0.2.1", "192.0.2.1:25", "2001:DB8::1", "[192.0.2.1]:25",
+                  // "[IPv6:2001:db8::1]": the whole key ASCII-lowercased, address not rewritten
+    Invalid,      // anything else (empty, bad characters, too long, bad IDN, bad port, ...):
+                  // name is empty
 };
 
 // A normalised key. For Invalid, reason says why in a few words (never echoing the input).
