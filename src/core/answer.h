@@ -1,0 +1,48 @@
+// Answer: the result of one policy lookup, the type every policy source returns
+// (overrides today; the DANE and MTA-STS engines plug in behind the same interface).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace tlspolicy {
+
+enum class Outcome {
+    Found,     // policy holds a Postfix policy string
+    NotFound,  // no policy: Postfix falls back to its global level
+    Temp,      // temporary failure: Postfix defers the mail
+    Timeout,   // the lookup ran out of time: Postfix defers the mail
+    Perm,      // a configuration problem on our side: Postfix defers the mail
+};
+
+// Where an answer came from; shown in logs, JSON and (later) the cache.
+enum class Source { None, Override, Dane, MtaSts };
+
+struct Answer {
+    Outcome outcome = Outcome::NotFound;
+    std::string policy;  // for Found: the policy string sent to Postfix
+    std::string reason;  // why (for every outcome): short, printable, never raw input
+    Source source = Source::None;
+
+    static Answer found(std::string policy, Source source, std::string reason = {}) {
+        return {Outcome::Found, std::move(policy), std::move(reason), source};
+    }
+    static Answer not_found(std::string reason, Source source = Source::None) {
+        return {Outcome::NotFound, {}, std::move(reason), source};
+    }
+    static Answer temp(std::string reason) { return {Outcome::Temp, {}, std::move(reason), {}}; }
+    static Answer timeout(std::string reason) {
+        return {Outcome::Timeout, {}, std::move(reason), {}};
+    }
+    static Answer perm(std::string reason) { return {Outcome::Perm, {}, std::move(reason), {}}; }
+};
+
+// Called exactly once with the answer; may be called before lookup() returns.
+using AnswerCallback = std::function<void(Answer)>;
+
+std::string_view outcome_name(Outcome outcome);  // "found", "not-found", "temp", ...
+std::string_view source_name(Source source);     // "none", "override", "dane", "mta-sts"
+
+}  // namespace tlspolicy

@@ -1,0 +1,146 @@
+#include "server/listener.h"
+
+#include <arpa/inet.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace tlspolicy {
+namespace {
+
+constexpr int kBacklog = 1024;
+
+std::string errno_text(const std::string& what, int err) {
+    return what + ": " + std::strerror(err);
+}
+
+// A unix socket file left by a dead process is replaced; a live one (someone accepts on it)
+// or anything that is not a socket is an error, so we never steal or delete foreign files.
+Status clear_stale_unix_socket(const std::string& path) {
+    struct stat st{};
+    if (lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return {};
+        return make_error(errno_text(path, errno));
+    }
+    if (!S_ISSOCK(st.st_mode)) return make_error(path + ": exists and is not a socket");
+    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe) return make_error(errno_text("socket", errno));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+    if (connect(probe.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0)
+        return make_error(path + ": in use by another running process");
+    if (errno != ECONNREFUSED) return make_error(errno_text(path, errno));
+    if (unlink(path.c_str()) != 0) return make_error(errno_text("removing stale " + path, errno));
+    return {};
+}
+
+}  // namespace
+
+Status apply_unix_attributes(const ListenConfig& config) {
+    const std::string& path = config.endpoint.path;
+    if (config.mode && chmod(path.c_str(), *config.mode) != 0)
+        return make_error(errno_text("chmod " + path, errno));
+    if (config.owner.empty() && config.group.empty()) return {};
+    uid_t uid = static_cast<uid_t>(-1);
+    gid_t gid = static_cast<gid_t>(-1);
+    if (!config.owner.empty()) {
+        const passwd* pw = getpwnam(config.owner.c_str());
+        if (!pw) return make_error("unknown user \"" + config.owner + "\" for " + path);
+        uid = pw->pw_uid;
+    }
+    if (!config.group.empty()) {
+        const group* gr = getgrnam(config.group.c_str());
+        if (!gr) return make_error("unknown group \"" + config.group + "\" for " + path);
+        gid = gr->gr_gid;
+    }
+    if (chown(path.c_str(), uid, gid) != 0)
+        return make_error(errno_text("chown " + path + " (owner and group need root)", errno));
+    return {};
+}
+
+Result<BoundSocket> bind_listener(const ListenConfig& config) {
+    const Endpoint& ep = config.endpoint;
+    BoundSocket out;
+    if (ep.kind == Endpoint::Kind::Unix) {
+        if (auto s = clear_stale_unix_socket(ep.path); !s) return s.error();
+        out.fd.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        if (!out.fd) return make_error(errno_text("socket", errno));
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::memcpy(sa.sun_path, ep.path.c_str(), ep.path.size() + 1);
+        // Created private, then opened up to the configured mode: no window in which the
+        // socket is reachable with looser permissions than asked for.
+        const mode_t old = umask(0177);
+        const int rc = bind(out.fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+        const int err = errno;
+        umask(old);
+        if (rc != 0) return make_error(errno_text("bind " + ep.path, err));
+        struct stat st{};
+        if (stat(ep.path.c_str(), &st) == 0) out.unix_inode = st.st_ino;
+        out.unix_path = ep.path;
+        ListenConfig effective = config;
+        if (!effective.mode) effective.mode = kDefaultUnixMode;
+        if (auto s = apply_unix_attributes(effective); !s) {
+            remove_unix_socket(out);
+            return s.error();
+        }
+        if (listen(out.fd.get(), kBacklog) != 0) {
+            remove_unix_socket(out);
+            return make_error(errno_text("listen " + ep.path, errno));
+        }
+        out.address = ep.to_string();
+        return out;
+    }
+
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    const bool v6 = ep.host.find(':') != std::string::npos;
+    if (v6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(ep.port);
+        inet_pton(AF_INET6, ep.host.c_str(), &a->sin6_addr);
+        len = sizeof *a;
+    } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        a->sin_family = AF_INET;
+        a->sin_port = htons(ep.port);
+        inet_pton(AF_INET, ep.host.c_str(), &a->sin_addr);
+        len = sizeof *a;
+    }
+    out.fd.reset(socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!out.fd) return make_error(errno_text("socket", errno));
+    const int one = 1;
+    setsockopt(out.fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (v6) setsockopt(out.fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(out.fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
+        return make_error(errno_text("bind " + ep.to_string(), errno));
+    if (listen(out.fd.get(), kBacklog) != 0)
+        return make_error(errno_text("listen " + ep.to_string(), errno));
+    sockaddr_storage got{};
+    socklen_t got_len = sizeof got;
+    getsockname(out.fd.get(), reinterpret_cast<sockaddr*>(&got), &got_len);
+    Endpoint actual = ep;
+    actual.port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                           : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+    out.address = actual.to_string();
+    return out;
+}
+
+void remove_unix_socket(const BoundSocket& socket) {
+    if (socket.unix_path.empty()) return;
+    struct stat st{};
+    // Only our own file: a successor daemon may already have replaced it.
+    if (lstat(socket.unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_ino == socket.unix_inode)
+        unlink(socket.unix_path.c_str());
+}
+
+}  // namespace tlspolicy

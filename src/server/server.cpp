@@ -1,0 +1,467 @@
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include <deque>
+
+#include <event2/buffer.h>
+
+#include "server/wire.h"
+#include "util/hexquote.h"
+#include "util/log.h"
+#include "util/netstring.h"
+
+namespace tlspolicy {
+
+struct Server::Listener {
+    Server* server = nullptr;
+    ListenConfig config;
+    BoundSocket socket;
+    ListenerPtr ev;
+};
+
+namespace {
+
+std::string peer_name(const sockaddr* sa, int len) {
+    char buf[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET && len >= static_cast<int>(sizeof(sockaddr_in))) {
+        const auto* a = reinterpret_cast<const sockaddr_in*>(sa);
+        inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+        return std::string(buf) + ":" + std::to_string(ntohs(a->sin_port));
+    }
+    if (sa->sa_family == AF_INET6 && len >= static_cast<int>(sizeof(sockaddr_in6))) {
+        const auto* a = reinterpret_cast<const sockaddr_in6*>(sa);
+        inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+        return "[" + std::string(buf) + "]:" + std::to_string(ntohs(a->sin6_port));
+    }
+    return "unix";
+}
+
+}  // namespace
+
+// One client connection. Requests are read ahead up to max_pipelined and answered strictly in
+// the order they arrived, whatever order their lookups complete in.
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(Server& server, Protocol protocol, BuffereventPtr bev, std::string peer)
+        : server_(server), protocol_(protocol), bev_(std::move(bev)), peer_(std::move(peer)) {}
+
+    void start(const Config::Server& limits) {
+        max_pipelined_ = static_cast<std::size_t>(limits.max_pipelined);
+        idle_ = {static_cast<time_t>(limits.idle_timeout), 0};
+        const timeval write_timeout{kWriteTimeoutSeconds, 0};
+        bufferevent_setcb(bev_.get(), &Session::on_read, &Session::on_write, &Session::on_event,
+                          this);
+        bufferevent_set_timeouts(bev_.get(), &idle_, &write_timeout);
+        bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
+    }
+
+    // Stop reading; close once the requests already read have been answered.
+    void drain() {
+        draining_ = true;
+        bufferevent_disable(bev_.get(), EV_READ);
+        maybe_finish();
+    }
+
+    // The drain timeout passed: close even with requests in progress.
+    void force_close() { close(); }
+
+    // The server is being destroyed: drop the connection without calling back.
+    void abandon() {
+        closed_ = true;
+        pending_.clear();
+        bev_.reset();
+    }
+
+private:
+    struct Slot {
+        bool ready = false;
+        std::string reply;
+    };
+
+    static void on_read(bufferevent*, void* arg) {
+        auto self = static_cast<Session*>(arg)->shared_from_this();
+        self->process_input();
+        self->maybe_finish();
+    }
+
+    static void on_write(bufferevent*, void* arg) {
+        auto self = static_cast<Session*>(arg)->shared_from_this();
+        // Output drained: requests held back by a full output buffer can go on.
+        self->process_input();
+        self->maybe_finish();
+    }
+
+    static void on_event(bufferevent*, short what, void* arg) {
+        auto self = static_cast<Session*>(arg)->shared_from_this();
+        if (what & BEV_EVENT_EOF) {
+            // The client half-closed (Exim ${readsocket}) or closed: answer what it sent,
+            // then close.
+            self->read_eof_ = true;
+            self->process_input();
+            self->maybe_finish();
+            return;
+        }
+        if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !self->pending_.empty()) {
+            // Not idle: waiting for our own lookups. libevent disabled reading; resume.
+            self->update_reading();
+            return;
+        }
+        if (what & BEV_EVENT_TIMEOUT)
+            log::debug("closing " + std::string(self->peer_) +
+                       ((what & BEV_EVENT_READING) ? ": idle timeout" : ": write timeout"));
+        self->close();
+    }
+
+    // Parses and dispatches every complete request the input buffer holds, within limits.
+    void process_input() {
+        evbuffer* in = bufferevent_get_input(bev_.get());
+        while (!closed_ && !protocol_error_ && !draining_ && pending_.size() < max_pipelined_) {
+            const std::size_t avail = evbuffer_get_length(in);
+            if (avail == 0) break;
+            const bool ok = protocol_ == Protocol::Socketmap ? next_socketmap(in, avail)
+                                                             : next_tcp_table(in, avail);
+            if (!ok) break;
+        }
+        update_reading();
+    }
+
+    // Returns false when no complete request is available (or the stream is unusable).
+    bool next_socketmap(evbuffer* in, std::size_t avail) {
+        constexpr std::size_t kMaxFrame = kMaxSocketmapRequest + 8;  // "10000:" + payload + ","
+        const std::size_t n = avail < kMaxFrame ? avail : kMaxFrame;
+        const auto* data = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(n)));
+        const NetstringDecode d = netstring_decode({data, n}, kMaxSocketmapRequest);
+        using State = NetstringDecode::State;
+        if (d.state == State::NeedMore) {
+            if (read_eof_ && avail > 0) log::debug(peer_ + ": incomplete request at end of input");
+            return false;
+        }
+        if (d.state != State::Complete) {
+            protocol_failure(d.state == State::TooLong ? "request larger than 10000 bytes"
+                                                       : "malformed netstring");
+            return false;
+        }
+        const std::string_view payload = d.payload;
+        const auto space = payload.find(' ');
+        Slot& slot = pending_.emplace_back();
+        if (space == std::string_view::npos || space == 0) {
+            slot.ready = true;
+            slot.reply = socketmap_reply(Answer::perm("malformed request: expected NAME KEY"));
+        } else {
+            std::string name(payload.substr(0, space));
+            std::string key(payload.substr(space + 1));
+            evbuffer_drain(in, d.consumed);
+            dispatch(slot, key, name);
+            return true;
+        }
+        evbuffer_drain(in, d.consumed);
+        flush();
+        return true;
+    }
+
+    bool next_tcp_table(evbuffer* in, std::size_t avail) {
+        evbuffer_ptr eol = evbuffer_search_eol(in, nullptr, nullptr, EVBUFFER_EOL_LF);
+        std::size_t line_len;  // without the newline
+        std::size_t consume;
+        if (eol.pos < 0) {
+            if (avail >= kMaxTcpTableLine) {
+                protocol_failure("request line longer than 4096 bytes");
+                return false;
+            }
+            if (!read_eof_) return false;
+            // A client that half-closes right after "get KEY" without a newline (easy to
+            // write in Exim) still gets its answer.
+            line_len = consume = avail;
+        } else {
+            line_len = static_cast<std::size_t>(eol.pos);
+            consume = line_len + 1;
+            if (consume > kMaxTcpTableLine) {
+                protocol_failure("request line longer than 4096 bytes");
+                return false;
+            }
+        }
+        std::string line(consume, '\0');
+        evbuffer_remove(in, line.data(), consume);
+        line.resize(line_len);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        Slot& slot = pending_.emplace_back();
+        if (!line.starts_with("get ")) {
+            slot.ready = true;
+            slot.reply = tcp_table_reply(Answer::perm(line.starts_with("put ")
+                                                          ? "put is not supported"
+                                                          : "unknown request: expected get KEY"));
+            flush();
+            return true;
+        }
+        auto key = hex_unquote(std::string_view(line).substr(4));
+        if (!key) {
+            slot.ready = true;
+            slot.reply = tcp_table_reply(Answer::perm("malformed %XX in key"));
+            flush();
+            return true;
+        }
+        dispatch(slot, *key, "");
+        return true;
+    }
+
+    void dispatch(Slot& slot, const std::string& key, const std::string& profile) {
+        std::weak_ptr<Session> weak = shared_from_this();
+        const Protocol protocol = protocol_;
+        Slot* target = &slot;  // deque references stay valid until the slot is popped
+        server_.resolver_.resolve(key, profile, [weak, target, protocol](Answer answer) {
+            auto self = weak.lock();
+            if (!self || self->closed_) return;  // the client went away meanwhile
+            target->reply = protocol == Protocol::Socketmap ? socketmap_reply(answer)
+                                                            : tcp_table_reply(answer);
+            target->ready = true;
+            self->flush();
+            self->process_input();
+            self->maybe_finish();
+        });
+    }
+
+    // Writes the answers that are ready, in request order.
+    void flush() {
+        if (closed_) return;
+        evbuffer* out = bufferevent_get_output(bev_.get());
+        std::string framed;
+        while (!pending_.empty() && pending_.front().ready) {
+            Slot& s = pending_.front();
+            if (protocol_ == Protocol::Socketmap) {
+                framed.clear();
+                netstring_append(framed, s.reply);
+                evbuffer_add(out, framed.data(), framed.size());
+            } else {
+                evbuffer_add(out, s.reply.data(), s.reply.size());
+            }
+            pending_.pop_front();
+        }
+    }
+
+    // Reads only while there is room for more requests and the client is reading our answers.
+    void update_reading() {
+        if (closed_) return;
+        constexpr std::size_t kMaxUnreadOutput = 256 * 1024;
+        const bool room = pending_.size() < max_pipelined_ &&
+                          evbuffer_get_length(bufferevent_get_output(bev_.get())) < kMaxUnreadOutput;
+        if (room && !read_eof_ && !protocol_error_ && !draining_)
+            bufferevent_enable(bev_.get(), EV_READ);
+        else
+            bufferevent_disable(bev_.get(), EV_READ);
+    }
+
+    // A framing error cannot be recovered from: answer what came before, then close.
+    void protocol_failure(const char* what) {
+        log::warning("closing " + peer_ + " (" + std::string(protocol_name(protocol_)) + "): " + what);
+        protocol_error_ = true;
+        evbuffer* in = bufferevent_get_input(bev_.get());
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (protocol_ == Protocol::TcpTable) {
+            Slot& slot = pending_.emplace_back();
+            slot.ready = true;
+            slot.reply = tcp_table_reply(Answer::perm(what));
+            flush();
+        }
+    }
+
+    void maybe_finish() {
+        if (closed_) return;
+        const bool ending = read_eof_ || protocol_error_ || draining_;
+        if (ending && pending_.empty() &&
+            evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0)
+            close();
+    }
+
+    void close() {
+        if (closed_) return;
+        closed_ = true;
+        pending_.clear();
+        bev_.reset();
+        server_.session_closed(this);
+    }
+
+    Server& server_;
+    Protocol protocol_;
+    BuffereventPtr bev_;
+    std::string peer_;
+    std::deque<Slot> pending_;
+    std::size_t max_pipelined_ = 64;
+    timeval idle_{};
+    bool read_eof_ = false;
+    bool protocol_error_ = false;
+    bool draining_ = false;
+    bool closed_ = false;
+};
+
+Server::Server(event_base* base, const PolicyResolver& resolver)
+    : base_(base), resolver_(resolver) {}
+
+Server::~Server() {
+    // Sessions first (they point at us), then listeners with their socket files.
+    for (auto& [ptr, session] : sessions_) session->abandon();
+    sessions_.clear();
+    for (auto& l : listeners_) remove_unix_socket(l->socket);
+}
+
+Status Server::apply(const Config& config) {
+    // Bind what is new before touching anything, so that a failing reload changes nothing.
+    std::vector<bool> claimed(listeners_.size(), false);
+    std::vector<int> keep(config.listen.size(), -1);
+    std::vector<std::unique_ptr<Listener>> fresh(config.listen.size());
+    for (std::size_t i = 0; i < config.listen.size(); ++i) {
+        const ListenConfig& lc = config.listen[i];
+        for (std::size_t j = 0; j < listeners_.size(); ++j) {
+            if (!claimed[j] && listeners_[j]->config.endpoint == lc.endpoint) {
+                claimed[j] = true;
+                keep[i] = static_cast<int>(j);
+                break;
+            }
+        }
+        if (keep[i] >= 0) continue;
+        auto bound = bind_listener(lc);
+        if (!bound) {
+            for (auto& f : fresh)
+                if (f) remove_unix_socket(f->socket);
+            return make_error(std::string(protocol_name(lc.protocol)) + " " + bound.error().message);
+        }
+        fresh[i] = std::make_unique<Listener>();
+        fresh[i]->server = this;
+        fresh[i]->config = lc;
+        fresh[i]->socket = std::move(*bound);
+    }
+
+    // Commit.
+    limits_ = config.server;
+    std::vector<std::unique_ptr<Listener>> next;
+    for (std::size_t i = 0; i < config.listen.size(); ++i) {
+        if (fresh[i]) {
+            next.push_back(std::move(fresh[i]));
+            continue;
+        }
+        auto& kept = listeners_[static_cast<std::size_t>(keep[i])];
+        const ListenConfig& lc = config.listen[i];
+        if (lc.endpoint.kind == Endpoint::Kind::Unix &&
+            (kept->config.mode != lc.mode || kept->config.owner != lc.owner ||
+             kept->config.group != lc.group)) {
+            ListenConfig effective = lc;
+            if (!effective.mode) effective.mode = kDefaultUnixMode;
+            if (auto s = apply_unix_attributes(effective); !s) log::warning(s.error().message);
+        }
+        kept->config = lc;  // a protocol change applies to new connections
+        next.push_back(std::move(kept));
+    }
+    for (auto& old : listeners_) {
+        if (!old) continue;
+        log::info("closing listener " + old->socket.address);
+        remove_unix_socket(old->socket);
+    }
+    listeners_ = std::move(next);
+    for (auto& l : listeners_) {
+        if (l->ev) continue;
+        const int fd = l->socket.fd.get();
+        l->ev.reset(evconnlistener_new(base_, &Server::on_accept, l.get(),
+                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd));
+        if (!l->ev) return make_error("cannot watch listener " + l->socket.address);
+        l->socket.fd.release();  // owned by the evconnlistener from now on
+        log::info("listening on " + std::string(protocol_name(l->config.protocol)) + " " +
+                  l->socket.address);
+    }
+    accepting_ = true;
+    update_accepting();
+    return {};
+}
+
+std::vector<std::string> Server::bound_addresses() const {
+    std::vector<std::string> out;
+    for (const auto& l : listeners_)
+        out.push_back(std::string(protocol_name(l->config.protocol)) + " " + l->socket.address);
+    return out;
+}
+
+void Server::on_accept(evconnlistener*, evutil_socket_t fd, sockaddr* sa, int len, void* arg) {
+    auto* l = static_cast<Listener*>(arg);
+    l->server->accept_session(*l, fd, sa, len);
+}
+
+void Server::accept_session(Listener& l, evutil_socket_t fd, const sockaddr* sa, int len) {
+    if (draining_) {
+        ::close(fd);
+        return;
+    }
+    BuffereventPtr bev(bufferevent_socket_new(base_, fd, BEV_OPT_CLOSE_ON_FREE));
+    if (!bev) {
+        ::close(fd);
+        log::error("out of memory accepting a connection");
+        return;
+    }
+    auto session =
+        std::make_shared<Session>(*this, l.config.protocol, std::move(bev), peer_name(sa, len));
+    Session* raw = session.get();
+    sessions_.emplace(raw, std::move(session));
+    raw->start(limits_);
+    update_accepting();
+}
+
+void Server::session_closed(Session* session) {
+    // Every path into a Session holds a shared_ptr to it while it runs, so dropping ours here
+    // cannot destroy it under its own feet.
+    sessions_.erase(session);
+    update_accepting();
+    if (draining_ && sessions_.empty()) finish_drain();
+}
+
+void Server::update_accepting() {
+    // At the cap, stop accepting: new clients wait in the kernel's listen queue
+    // (back-pressure) instead of being refused.
+    const bool want = !draining_ && sessions_.size() < static_cast<std::size_t>(limits_.max_connections);
+    if (want == accepting_) return;
+    accepting_ = want;
+    for (auto& l : listeners_) {
+        if (!l->ev) continue;
+        if (want) evconnlistener_enable(l->ev.get());
+        else evconnlistener_disable(l->ev.get());
+    }
+    if (!want && !draining_)
+        log::warning("connection limit reached (" + std::to_string(limits_.max_connections) +
+                     "): new connections wait until one closes");
+}
+
+void Server::drain(int timeout_seconds, std::function<void()> on_drained) {
+    draining_ = true;
+    on_drained_ = std::move(on_drained);
+    // Listening sockets go first, so that a successor can bind at once.
+    for (auto& l : listeners_) remove_unix_socket(l->socket);
+    listeners_.clear();
+    if (sessions_.empty()) return finish_drain();
+    std::vector<std::shared_ptr<Session>> all;
+    for (auto& [ptr, s] : sessions_) all.push_back(s);
+    for (auto& s : all) s->drain();
+    if (sessions_.empty()) return;  // finish_drain ran from session_closed
+    drain_timer_.reset(evtimer_new(
+        base_,
+        [](evutil_socket_t, short, void* arg) {
+            auto* self = static_cast<Server*>(arg);
+            log::warning("drain timeout: closing " + std::to_string(self->sessions_.size()) +
+                         " connection(s) with requests in progress");
+            std::vector<std::shared_ptr<Session>> rest;
+            for (auto& [ptr, s] : self->sessions_) rest.push_back(s);
+            for (auto& s : rest) s->force_close();
+        },
+        this));
+    const timeval tv{timeout_seconds, 0};
+    evtimer_add(drain_timer_.get(), &tv);
+}
+
+void Server::finish_drain() {
+    drain_timer_.reset();
+    if (on_drained_) {
+        auto cb = std::move(on_drained_);
+        on_drained_ = nullptr;
+        cb();
+    }
+}
+
+}  // namespace tlspolicy

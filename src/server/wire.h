@@ -1,0 +1,34 @@
+// The edges where an Answer leaves the process: socketmap replies, tcp_table replies and CLI
+// exit codes. wire_status() is the one place where outcomes map to what clients see.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "core/answer.h"
+
+namespace tlspolicy {
+
+struct WireStatus {
+    std::string_view socketmap;  // "OK", "NOTFOUND", "TEMP", "TIMEOUT", "PERM"
+    int tcp_code;                // 200 found, 500 not found, 400 any failure
+    int exit_code;               // tlspolicy query: 0 found, 1 not found, 75 (EX_TEMPFAIL) failure
+};
+
+// The mapping of every outcome to every edge.
+WireStatus wire_status(Outcome outcome);
+
+// Longest reason sent to a client; Postfix logs at most 200 characters of it.
+inline constexpr std::size_t kMaxWireReason = 100;
+
+// The reason as clients see it: printable ASCII, at most kMaxWireReason characters, never
+// empty for failures.
+std::string wire_reason(const Answer& answer);
+
+// Socketmap reply payload (before netstring framing): "OK <policy>", "NOTFOUND ", "TEMP <why>".
+std::string socketmap_reply(const Answer& answer);
+
+// tcp_table reply line including the newline: "200 <policy>\n", "500 not found\n", "400 <why>\n".
+std::string tcp_table_reply(const Answer& answer);
+
+}  // namespace tlspolicy

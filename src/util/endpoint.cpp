@@ -1,0 +1,69 @@
+#include "util/endpoint.h"
+
+#include <arpa/inet.h>
+#include <sys/un.h>
+
+#include <charconv>
+
+namespace tlspolicy {
+namespace {
+
+constexpr std::string_view kUsage = "expected IPv4:PORT, [IPv6]:PORT or unix:/path";
+
+Result<uint16_t> parse_port(std::string_view s) {
+    unsigned value = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+    if (s.empty() || ec != std::errc() || p != s.data() + s.size() || value > 65535)
+        return make_error("port must be a number from 0 to 65535");
+    return static_cast<uint16_t>(value);
+}
+
+}  // namespace
+
+std::string Endpoint::to_string() const {
+    if (kind == Kind::Unix) return "unix:" + path;
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+    return host + ":" + std::to_string(port);
+}
+
+Result<Endpoint> parse_endpoint(std::string_view text) {
+    Endpoint ep;
+    if (text.starts_with("unix:")) {
+        ep.kind = Endpoint::Kind::Unix;
+        ep.path = std::string(text.substr(5));
+        if (ep.path.empty() || ep.path[0] != '/')
+            return make_error("unix socket path must be absolute");
+        if (ep.path.size() >= sizeof(sockaddr_un{}.sun_path))
+            return make_error("unix socket path is too long");
+        if (ep.path.find('\0') != std::string::npos)
+            return make_error("unix socket path contains a NUL byte");
+        return ep;
+    }
+    std::string_view host;
+    std::string_view port;
+    if (text.starts_with("[")) {
+        const auto close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+            return make_error(std::string(kUsage));
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+        in6_addr a6{};
+        if (!inet_pton(AF_INET6, std::string(host).c_str(), &a6))
+            return make_error("not a numeric IPv6 address; " + std::string(kUsage));
+    } else {
+        const auto colon = text.rfind(':');
+        if (colon == std::string_view::npos) return make_error(std::string(kUsage));
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+        in_addr a4{};
+        if (!inet_pton(AF_INET, std::string(host).c_str(), &a4))
+            return make_error("not a numeric IPv4 address; " + std::string(kUsage));
+    }
+    auto p = parse_port(port);
+    if (!p) return p.error();
+    ep.host = std::string(host);
+    ep.port = *p;
+    return ep;
+}
+
+}  // namespace tlspolicy

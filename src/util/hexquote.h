@@ -1,0 +1,19 @@
+// The %XX coding of Postfix's tcp_table protocol (Postfix src/util/hex_quote.c).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "util/result.h"
+
+namespace tlspolicy {
+
+// Decodes %XX escapes (either hex case); other bytes are copied. A '%' not followed by two
+// hex digits is an Error.
+Result<std::string> hex_unquote(std::string_view in);
+
+// Encodes '%', control characters (including newline) and bytes >= 0x7f as %XX (uppercase),
+// leaving printable ASCII and spaces as they are, which every tcp_table client decodes.
+std::string hex_quote(std::string_view in);
+
+}  // namespace tlspolicy

@@ -1,0 +1,94 @@
+#include "util/log.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+
+namespace tlspolicy::log {
+namespace {
+
+std::atomic<Level> g_level{Level::Info};
+
+std::string_view level_name(Level level) {
+    switch (level) {
+        case Level::Error: return "error";
+        case Level::Warning: return "warning";
+        case Level::Info: return "info";
+        case Level::Debug: return "debug";
+    }
+    return "info";
+}
+
+bool under_journald() {
+    static const bool journald = std::getenv("JOURNAL_STREAM") != nullptr;
+    return journald;
+}
+
+}  // namespace
+
+void set_level(Level level) { g_level.store(level, std::memory_order_relaxed); }
+Level level() { return g_level.load(std::memory_order_relaxed); }
+bool enabled(Level l) { return static_cast<int>(l) <= static_cast<int>(level()); }
+
+bool parse_level(std::string_view name, Level& out) {
+    for (Level l : {Level::Error, Level::Warning, Level::Info, Level::Debug}) {
+        if (name == level_name(l)) {
+            out = l;
+            return true;
+        }
+    }
+    return false;
+}
+
+void write(Level l, std::string_view message) {
+    if (!enabled(l)) return;
+    std::string line;
+    line.reserve(message.size() + 48);
+    if (under_journald()) {
+        line += '<';
+        line += static_cast<char>('0' + static_cast<int>(l));
+        line += '>';
+    } else {
+        timespec ts{};
+        clock_gettime(CLOCK_REALTIME, &ts);
+        tm utc{};
+        gmtime_r(&ts.tv_sec, &utc);
+        char stamp[64];
+        std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
+                      utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+                      utc.tm_sec, ts.tv_nsec / 1000000);
+        line += stamp;
+        line += level_name(l);
+        line += ": ";
+    }
+    line += message;
+    line += '\n';
+    // One write(2) per line so that lines from concurrent processes do not interleave.
+    [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+std::string sanitize(std::string_view text, std::size_t max) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(text.size() < max ? text.size() : max);
+    for (const char ch : text) {
+        if (out.size() >= max) {
+            out += "...";
+            break;
+        }
+        const auto c = static_cast<unsigned char>(ch);
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            out += ch;
+        } else {
+            out += "\\x";
+            out += kHex[c >> 4];
+            out += kHex[c & 0xf];
+        }
+    }
+    return out;
+}
+
+}  // namespace tlspolicy::log

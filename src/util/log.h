@@ -1,0 +1,37 @@
+// Process-wide logging to stderr (journald picks it up under systemd, with the priority
+// prefix it understands). Untrusted text must go through sanitize() before it is logged.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace tlspolicy::log {
+
+enum class Level { Error = 3, Warning = 4, Info = 6, Debug = 7 };
+
+// Sets the most verbose level that is written (default Info).
+void set_level(Level level);
+Level level();
+bool enabled(Level level);
+
+// Parses "error" | "warning" | "info" | "debug".
+bool parse_level(std::string_view name, Level& out);
+
+// Writes one line. Under journald (JOURNAL_STREAM set) the line carries a "<N>" priority
+// prefix; otherwise a UTC timestamp and the level name.
+void write(Level level, std::string_view message);
+
+inline void error(std::string_view m) { write(Level::Error, m); }
+inline void warning(std::string_view m) { write(Level::Warning, m); }
+inline void info(std::string_view m) {
+    if (enabled(Level::Info)) write(Level::Info, m);
+}
+inline void debug(std::string_view m) {
+    if (enabled(Level::Debug)) write(Level::Debug, m);
+}
+
+// Makes untrusted bytes safe to log or to send as a reason: printable ASCII is kept,
+// everything else becomes \xNN, and the result is cut to `max` characters (with "...").
+std::string sanitize(std::string_view text, std::size_t max = 200);
+
+}  // namespace tlspolicy::log

@@ -1,0 +1,180 @@
+// Codecs: netstring framing, %XX coding, JSON strings, endpoints, and the wire mapping.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "server/wire.h"
+#include "util/endpoint.h"
+#include "util/hexquote.h"
+#include "util/json.h"
+#include "util/netstring.h"
+
+using namespace tlspolicy;
+using State = NetstringDecode::State;
+
+TEST_CASE("netstring_decode: got state/payload, want table") {
+    struct Row {
+        std::string in;
+        std::size_t max;
+        State state;
+        std::string payload;
+        std::size_t consumed;
+    };
+    const std::vector<Row> rows = {
+        {"0:,", 100, State::Complete, "", 3},
+        {"5:hello,", 100, State::Complete, "hello", 8},
+        {"5:hello,6:world!,", 100, State::Complete, "hello", 8},  // first of two
+        {std::string("3:a\0b,", 6), 100, State::Complete, std::string("a\0b", 3), 6},
+        {"", 100, State::NeedMore, "", 0},
+        {"1", 100, State::NeedMore, "", 0},
+        {"12:", 100, State::NeedMore, "", 0},
+        {"5:hello", 100, State::NeedMore, "", 0},  // ',' not yet read
+        {"5:hellox", 100, State::Malformed, "", 0},
+        {":hello,", 100, State::Malformed, "", 0},
+        {"05:hello,", 100, State::Malformed, "", 0},  // leading zero
+        {"-1:x,", 100, State::Malformed, "", 0},
+        {" 1:x,", 100, State::Malformed, "", 0},
+        {"a:x,", 100, State::Malformed, "", 0},
+        {"101:", 100, State::TooLong, "", 0},
+        {"100:", 100, State::NeedMore, "", 0},  // exactly at the limit is fine
+        {"99999999999999999999999:", 100, State::TooLong, "", 0},
+        {"10001", 10000, State::TooLong, "", 0},  // detected before the ':' arrives
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.in);
+        const auto d = netstring_decode(r.in, r.max);
+        CHECK(d.state == r.state);
+        CHECK(std::string(d.payload) == r.payload);
+        CHECK(d.consumed == r.consumed);
+    }
+}
+
+TEST_CASE("netstring_append round-trips through netstring_decode") {
+    for (std::string p : {std::string(), std::string("OK dane-only"), std::string(1000, 'x'),
+                          std::string("a,b:c\0", 6)}) {
+        std::string enc;
+        netstring_append(enc, p);
+        const auto d = netstring_decode(enc, 100000);
+        REQUIRE(d.state == State::Complete);
+        CHECK(std::string(d.payload) == p);
+        CHECK(d.consumed == enc.size());
+    }
+    std::string enc;
+    netstring_append(enc, "NOTFOUND ");
+    CHECK(enc == "9:NOTFOUND ,");
+}
+
+TEST_CASE("hex_unquote: got decoded or error, want table") {
+    struct Row {
+        std::string in;
+        bool ok;
+        std::string out;
+    };
+    const std::vector<Row> rows = {
+        {"example.com", true, "example.com"},
+        {"a%20b", true, "a b"},
+        {"%41%4a%4A", true, "AJJ"},
+        {"%25", true, "%"},
+        {"%0A", true, "\n"},
+        {"%00x", true, std::string("\0x", 2)},
+        {"", true, ""},
+        {"%", false, ""},
+        {"%4", false, ""},
+        {"abc%4", false, ""},
+        {"%zz", false, ""},
+        {"%4g", false, ""},
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.in);
+        auto got = hex_unquote(r.in);
+        CHECK(got.ok() == r.ok);
+        if (r.ok && got.ok()) CHECK(*got == r.out);
+    }
+}
+
+TEST_CASE("hex_quote encodes what tcp_table must, keeps the rest readable") {
+    CHECK(hex_quote("secure match=.example.net:mx.example.com") ==
+          "secure match=.example.net:mx.example.com");
+    CHECK(hex_quote("100%") == "100%25");
+    CHECK(hex_quote("a\nb\r\t") == "a%0Ab%0D%09");
+    CHECK(hex_quote("\x7f\xc3\xa9") == "%7F%C3%A9");
+    for (std::string s : {std::string("x%y\nz"), std::string("\x01\xff", 2), std::string("plain")}) {
+        auto back = hex_unquote(hex_quote(s));
+        REQUIRE(back.ok());
+        CHECK(*back == s);
+    }
+}
+
+TEST_CASE("json_string escapes control, quote, backslash and non-ASCII bytes") {
+    CHECK(json_string("a\"b\\c") == "\"a\\\"b\\\\c\"");
+    CHECK(json_string("\n\x01") == "\"\\n\\u0001\"");
+    CHECK(json_string("\xc3\xa9") == "\"\\u00c3\\u00a9\"");
+}
+
+TEST_CASE("parse_endpoint: got endpoint or error, want table") {
+    struct Row {
+        std::string in;
+        bool ok;
+        std::string canonical;
+    };
+    const std::vector<Row> rows = {
+        {"127.0.0.1:8461", true, "127.0.0.1:8461"},
+        {"0.0.0.0:0", true, "0.0.0.0:0"},
+        {"[::1]:8461", true, "[::1]:8461"},
+        {"[2001:db8::1]:25", true, "[2001:db8::1]:25"},
+        {"unix:/run/tlspolicyd/socketmap.sock", true, "unix:/run/tlspolicyd/socketmap.sock"},
+        {"unix:relative.sock", false, ""},
+        {"unix:", false, ""},
+        {"unix:/" + std::string(120, 'x'), false, ""},
+        {"localhost:8461", false, ""},
+        {"127.0.0.1", false, ""},
+        {"127.0.0.1:65536", false, ""},
+        {"127.0.0.1:-1", false, ""},
+        {"127.0.0.1:", false, ""},
+        {"::1:8461", false, ""},
+        {"[::1]8461", false, ""},
+        {"[127.0.0.1]:8461", false, ""},
+        {"", false, ""},
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.in);
+        auto got = parse_endpoint(r.in);
+        CHECK(got.ok() == r.ok);
+        if (r.ok && got.ok()) CHECK(got->to_string() == r.canonical);
+    }
+}
+
+TEST_CASE("wire: every outcome maps to socketmap, tcp_table and exit code") {
+    struct Row {
+        Answer answer;
+        std::string socketmap;
+        std::string tcp;
+        int exit_code;
+    };
+    const std::vector<Row> rows = {
+        {Answer::found("dane-only", Source::Dane), "OK dane-only", "200 dane-only\n", 0},
+        {Answer::found("secure match=.x.org:mx.x.org", Source::MtaSts),
+         "OK secure match=.x.org:mx.x.org", "200 secure match=.x.org:mx.x.org\n", 0},
+        {Answer::not_found("no policy"), "NOTFOUND ", "500 no policy\n", 1},
+        {Answer::not_found(""), "NOTFOUND ", "500 not found\n", 1},
+        {Answer::temp("MX lookup SERVFAIL"), "TEMP MX lookup SERVFAIL",
+         "400 MX lookup SERVFAIL\n", 75},
+        {Answer::timeout("deadline"), "TIMEOUT deadline", "400 deadline\n", 75},
+        {Answer::perm("bad"), "PERM bad", "400 bad\n", 75},
+        {Answer::temp(""), "TEMP lookup failed", "400 lookup failed\n", 75},
+        // Reasons are sanitised: no raw control bytes reach the client.
+        {Answer::temp("a\nb"), "TEMP a\\x0ab", "400 a\\x0ab\n", 75},
+        // An empty Found would make Postfix defer with "invalid empty policy": never send it.
+        // (PolicyResolver turns it into Temp before it gets here; see resolver_test.)
+        {Answer::found("", Source::Override), "TEMP empty policy", "400 empty policy\n", 0},
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.socketmap);
+        CHECK(socketmap_reply(r.answer) == r.socketmap);
+        CHECK(tcp_table_reply(r.answer) == r.tcp);
+        CHECK(wire_status(r.answer.outcome).exit_code == r.exit_code);
+    }
+    const std::string long_reason(500, 'r');
+    CHECK(wire_reason(Answer::temp(long_reason)).size() <= kMaxWireReason + 3);
+}
