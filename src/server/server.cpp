@@ -199,7 +199,7 @@ private:
         auto key = hex_unquote(std::string_view(line).substr(4));
         if (!key) {
             slot.ready = true;
-            slot.reply = tcp_table_reply(Answer::perm("malformed %XX in key"));
+            slot.reply = tcp_table_reply(Answer::perm("malformed hex escape in key"));
             flush();
             return true;
         }

@@ -1,1 +1,366 @@
-// placeholder
+#include "harness.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace harness {
+namespace {
+
+int64_t now_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+int remaining(int64_t deadline) {
+    const int64_t left = deadline - now_ms();
+    return left > 0 ? static_cast<int>(left) : 0;
+}
+
+[[noreturn]] void fail(const std::string& what) {
+    throw std::runtime_error(what + (errno ? std::string(": ") + std::strerror(errno) : ""));
+}
+
+// Forks and execs argv with stdin/stdout/stderr connected to the given fds; the child dies
+// with the parent.
+pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err_fd,
+            const std::vector<std::string>& env_add = {}) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) fail("fork");
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        dup2(in_fd, 0);
+        dup2(out_fd, 1);
+        dup2(err_fd, 2);
+        for (const auto& e : env_add) putenv(const_cast<char*>(e.c_str()));
+        execv(args[0], args.data());
+        _exit(127);
+    }
+    return pid;
+}
+
+int decode_status(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+}
+
+// Waits for pid up to timeout_ms; kills it (SIGKILL) if it does not exit. Returns its code.
+int wait_or_kill(pid_t pid, int timeout_ms) {
+    const int64_t deadline = now_ms() + timeout_ms;
+    int status = 0;
+    while (true) {
+        const pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return decode_status(status);
+        if (r < 0) return -1;
+        if (remaining(deadline) == 0) break;
+        // Waiting for a child has no pollable fd without pidfd; a short poll bounds the wait.
+        poll(nullptr, 0, 5);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+
+TempDir::TempDir() {
+    char tmpl[] = "/tmp/tlspolicyd-test-XXXXXX";
+    if (!mkdtemp(tmpl)) fail("mkdtemp");
+    path_ = tmpl;
+    chmod(path_.c_str(), 0755);  // Exim and Postfix may drop privileges and must read it
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+void TempDir::write(const std::string& name, const std::string& content) const {
+    std::ofstream out(file(name), std::ios::binary | std::ios::trunc);
+    out << content;
+    if (!out) fail("write " + file(name));
+}
+
+RunResult run(const std::vector<std::string>& argv, const std::string& input, int timeout_ms) {
+    int in_pipe[2], out_pipe[2], err_pipe[2];
+    if (pipe2(in_pipe, O_CLOEXEC) || pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC))
+        fail("pipe");
+    const pid_t pid = spawn(argv, in_pipe[0], out_pipe[1], err_pipe[1]);
+    close(in_pipe[0]);
+    close(out_pipe[1]);
+    close(err_pipe[1]);
+    // Small inputs only: written at once, then EOF.
+    if (!input.empty()) [[maybe_unused]] auto n = ::write(in_pipe[1], input.data(), input.size());
+    close(in_pipe[1]);
+    RunResult r;
+    const int64_t deadline = now_ms() + timeout_ms;
+    pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+    int open_fds = 2;
+    while (open_fds > 0 && remaining(deadline) > 0) {
+        if (poll(fds, 2, remaining(deadline)) <= 0) continue;
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+            char buf[4096];
+            const ssize_t n = read(fds[i].fd, buf, sizeof buf);
+            if (n <= 0) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                --open_fds;
+            } else {
+                (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
+            }
+        }
+    }
+    for (auto& f : fds)
+        if (f.fd >= 0) close(f.fd);
+    r.exit_code = wait_or_kill(pid, remaining(deadline));
+    return r;
+}
+
+std::string env_path(const char* name, const char* fallback) {
+    if (const char* v = std::getenv(name); v && *v) return v;
+    if (fallback) return fallback;
+    throw std::runtime_error(std::string("environment variable ") + name + " is not set");
+}
+
+// ---------------------------------------------------------------------------------------
+
+Daemon::Daemon(const TempDir& dir, const std::string& config) : dir_(dir) {
+    dir.write("tlspolicyd.toml", config);
+    const std::string notify_path = dir.file("notify.sock");
+    notify_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, notify_path.c_str(), sizeof sa.sun_path - 1);
+    unlink(notify_path.c_str());
+    if (bind(notify_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fail("bind notify");
+    const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const int log_fd = open(dir.file("daemon.log").c_str(),
+                            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_ = spawn({env_path("TLSPOLICYD"), "-c", dir.file("tlspolicyd.toml")}, null_fd, log_fd,
+                 log_fd, {"NOTIFY_SOCKET=" + notify_path, "STATE_DIRECTORY=" + dir.path()});
+    close(null_fd);
+    close(log_fd);
+    auto ready = wait_notify("READY=1", 10000);
+    if (!ready) {
+        const std::string log_text = log();
+        stop();
+        close(notify_fd_);
+        throw std::runtime_error("tlspolicyd did not become ready; log:\n" + log_text);
+    }
+}
+
+Daemon::~Daemon() {
+    if (pid_ > 0) stop();
+    if (notify_fd_ >= 0) close(notify_fd_);
+}
+
+std::optional<std::string> Daemon::wait_notify(const std::string& needle, int timeout_ms) {
+    const int64_t deadline = now_ms() + timeout_ms;
+    while (true) {
+        pollfd p{notify_fd_, POLLIN, 0};
+        if (poll(&p, 1, remaining(deadline)) <= 0) return std::nullopt;
+        char buf[4096];
+        const ssize_t n = recv(notify_fd_, buf, sizeof buf - 1, 0);
+        if (n <= 0) continue;
+        const std::string msg(buf, static_cast<std::size_t>(n));
+        if (const auto s = msg.find("STATUS="); s != std::string::npos) {
+            const auto e = msg.find('\n', s);
+            status_ = msg.substr(s + 7, e == std::string::npos ? std::string::npos : e - s - 7);
+        }
+        if (msg.find(needle) != std::string::npos) return msg;
+    }
+}
+
+std::string Daemon::address(const std::string& protocol, int n) const {
+    // STATUS=serving socketmap 127.0.0.1:40001, tcp_table 127.0.0.1:40002[; ...]
+    std::size_t pos = 0;
+    const std::string key = protocol + " ";
+    for (int i = 0;; ++i) {
+        pos = status_.find(key, pos);
+        if (pos == std::string::npos) throw std::runtime_error("no " + protocol + " listener in status: " + status_);
+        pos += key.size();
+        if (i == n) break;
+    }
+    const auto end = status_.find_first_of(",;", pos);
+    return status_.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+}
+
+int Daemon::port(const std::string& protocol, int n) const {
+    const std::string a = address(protocol, n);
+    return std::stoi(a.substr(a.rfind(':') + 1));
+}
+
+std::string Daemon::reload(const std::string& config) {
+    dir_.write("tlspolicyd.toml", config);
+    kill(pid_, SIGHUP);
+    if (!wait_notify("RELOADING=1", 10000)) throw std::runtime_error("no RELOADING=1 after SIGHUP");
+    if (!wait_notify("READY=1", 10000)) throw std::runtime_error("no READY=1 after reload");
+    return status_;
+}
+
+int Daemon::stop() {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    const int code = wait_or_kill(pid_, 15000);
+    pid_ = -1;
+    return code;
+}
+
+std::string Daemon::log() const {
+    std::ifstream in(dir_.file("daemon.log"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// ---------------------------------------------------------------------------------------
+
+Client::Client(const std::string& address) {
+    if (address.rfind("unix:", 0) == 0) {
+        fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::strncpy(sa.sun_path, address.c_str() + 5, sizeof sa.sun_path - 1);
+        if (connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fail("connect " + address);
+        return;
+    }
+    const auto colon = address.rfind(':');
+    std::string host = address.substr(0, colon);
+    const int port = std::stoi(address.substr(colon + 1));
+    if (host.front() == '[') {
+        host = host.substr(1, host.size() - 2);
+        fd_ = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in6 sa{};
+        sa.sin6_family = AF_INET6;
+        sa.sin6_port = htons(static_cast<uint16_t>(port));
+        inet_pton(AF_INET6, host.c_str(), &sa.sin6_addr);
+        if (connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fail("connect " + address);
+        return;
+    }
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, host.c_str(), &sa.sin_addr);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fail("connect " + address);
+}
+
+Client::~Client() {
+    if (fd_ >= 0) close(fd_);
+}
+
+void Client::send(const std::string& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+        if (n <= 0) fail("send");
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+void Client::shutdown_write() { shutdown(fd_, SHUT_WR); }
+
+bool Client::fill(int timeout_ms) {
+    if (eof_) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return false;
+    char buf[65536];
+    const ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) {
+        eof_ = true;
+        return false;
+    }
+    buffered_.append(buf, static_cast<std::size_t>(n));
+    return true;
+}
+
+std::string Client::read_bytes(std::size_t n, int timeout_ms) {
+    const int64_t deadline = now_ms() + timeout_ms;
+    while (buffered_.size() < n && !eof_ && remaining(deadline) > 0) fill(remaining(deadline));
+    std::string out = buffered_.substr(0, n);
+    buffered_.erase(0, out.size());
+    return out;
+}
+
+std::string Client::read_until(const std::string& terminator, int count, int timeout_ms) {
+    const int64_t deadline = now_ms() + timeout_ms;
+    while (true) {
+        std::size_t pos = 0;
+        int found = 0;
+        for (std::size_t p; found < count && (p = buffered_.find(terminator, pos)) != std::string::npos;) {
+            ++found;
+            pos = p + terminator.size();
+        }
+        if (found == count) {
+            std::string out = buffered_.substr(0, pos);
+            buffered_.erase(0, pos);
+            return out;
+        }
+        if (eof_ || remaining(deadline) == 0) break;
+        fill(remaining(deadline));
+    }
+    std::string out = std::move(buffered_);
+    buffered_.clear();
+    return out;
+}
+
+bool Client::wait_eof(int timeout_ms, std::string* out) {
+    const int64_t deadline = now_ms() + timeout_ms;
+    while (!eof_ && remaining(deadline) > 0) fill(remaining(deadline));
+    if (out) *out += buffered_;
+    buffered_.clear();
+    return eof_;
+}
+
+std::string netstring(const std::string& payload) {
+    return std::to_string(payload.size()) + ":" + payload + ",";
+}
+
+RunResult postmap(const TempDir& dir, const std::string& key, const std::string& map) {
+    const std::string conf = dir.file("postfix");
+    std::filesystem::create_directories(conf);
+    // postmap needs a main.cf; an empty one means Postfix's built-in defaults.
+    if (!std::filesystem::exists(conf + "/main.cf")) std::ofstream(conf + "/main.cf").flush();
+    return run({"/usr/sbin/postmap", "-c", conf, "-q", key, map});
+}
+
+RunResult exim_expand(const TempDir& dir, const std::string& expression) {
+    const std::string exim =
+        env_path("EXIM", "/var/cache/tlspolicyd-test/exim/usr/sbin/exim4");
+    const std::string conf = dir.file("exim.conf");
+    if (!std::filesystem::exists(conf)) {
+        std::ofstream(conf) << "# minimal: only string expansion is used\n"
+                            << "spool_directory = " << dir.path() << "/exim-spool\n"
+                            << "log_file_path = " << dir.path() << "/exim-%s.log\n";
+    }
+    return run({exim, "-C", conf, "-be", expression});
+}
+
+}  // namespace harness

@@ -1,0 +1,112 @@
+// Integration-test harness: runs tlspolicyd and real clients (Postfix postmap, Exim) as
+// child processes and talks to the daemon over real sockets. Readiness and reloads are
+// observed through the daemon's sd_notify messages, never by sleeping. Every process a test
+// starts is stopped by a destructor, and dies with the test binary (PR_SET_PDEATHSIG).
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace harness {
+
+// A directory removed (recursively) at destruction.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::string& path() const { return path_; }
+    std::string file(const std::string& name) const { return path_ + "/" + name; }
+    void write(const std::string& name, const std::string& content) const;
+
+private:
+    std::string path_;
+};
+
+struct RunResult {
+    int exit_code = -1;  // 128+N for death by signal N, -1 if it had to be killed
+    std::string out;
+    std::string err;
+};
+
+// Runs a program to completion (killed after timeout_ms), feeding `input` on stdin.
+RunResult run(const std::vector<std::string>& argv, const std::string& input = "",
+              int timeout_ms = 20000);
+
+// Path of a binary given by an environment variable (set by meson), e.g. TLSPOLICYD.
+std::string env_path(const char* name, const char* fallback = nullptr);
+
+// tlspolicyd with a config file, started and stopped by this object.
+class Daemon {
+public:
+    // Writes `config` to dir/tlspolicyd.toml and starts the daemon; waits for READY=1.
+    // Throws std::runtime_error (failing the test) if it does not become ready in 10 s.
+    Daemon(const TempDir& dir, const std::string& config);
+    ~Daemon();
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+
+    // "127.0.0.1:PORT" of the n-th listener of that protocol, from the READY status line.
+    std::string address(const std::string& protocol, int n = 0) const;
+    int port(const std::string& protocol, int n = 0) const;
+
+    // Rewrites the config file, sends SIGHUP and waits for the READY=1 that ends the reload.
+    // Returns the STATUS text of that message.
+    std::string reload(const std::string& config);
+
+    // SIGTERM, then waits for the exit; returns the exit code (or 128+signal).
+    int stop();
+    bool running() const { return pid_ > 0; }
+
+    // Everything the daemon wrote to stderr so far.
+    std::string log() const;
+    const std::string& status() const { return status_; }
+
+private:
+    std::optional<std::string> wait_notify(const std::string& needle, int timeout_ms);
+
+    const TempDir& dir_;
+    pid_t pid_ = -1;
+    int notify_fd_ = -1;
+    std::string status_;
+};
+
+// A raw client connection (TCP "host:port" or "unix:/path").
+class Client {
+public:
+    explicit Client(const std::string& address);
+    ~Client();
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    void send(const std::string& bytes);
+    void shutdown_write();
+    // Reads until `n` bytes have arrived in total, EOF, or the timeout; returns all received.
+    std::string read_bytes(std::size_t n, int timeout_ms = 5000);
+    // Reads until `terminator` has been received `count` times, EOF, or the timeout; returns
+    // everything up to and including the last terminator (the rest stays buffered).
+    std::string read_until(const std::string& terminator, int count = 1, int timeout_ms = 5000);
+    // Reads until EOF (true) or the timeout (false); received data is appended to `out`.
+    bool wait_eof(int timeout_ms, std::string* out = nullptr);
+
+private:
+    int fd_ = -1;
+    std::string buffered_;
+    bool eof_ = false;
+    bool fill(int timeout_ms);
+};
+
+// Socketmap request/reply helpers.
+std::string netstring(const std::string& payload);
+
+// Runs Postfix's postmap -q KEY MAP with a private config directory; returns the result.
+RunResult postmap(const TempDir& dir, const std::string& key, const std::string& map);
+
+// Runs Exim's string expansion (exim -be) with a private config; returns the result.
+RunResult exim_expand(const TempDir& dir, const std::string& expression);
+
+}  // namespace harness
