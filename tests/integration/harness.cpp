@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <doctest/doctest.h>
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -7,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,18 +71,19 @@ int decode_status(int status) {
     return -1;
 }
 
+// A pollable handle that becomes readable when the process exits (Linux >= 5.3).
+int pid_fd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
 // Waits for pid up to timeout_ms; kills it (SIGKILL) if it does not exit. Returns its code.
 int wait_or_kill(pid_t pid, int timeout_ms) {
-    const int64_t deadline = now_ms() + timeout_ms;
-    int status = 0;
-    while (true) {
-        const pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return decode_status(status);
-        if (r < 0) return -1;
-        if (remaining(deadline) == 0) break;
-        // Waiting for a child has no pollable fd without pidfd; a short poll bounds the wait.
-        poll(nullptr, 0, 5);
+    const int pfd = pid_fd(pid);
+    if (pfd >= 0) {
+        pollfd p{pfd, POLLIN, 0};
+        poll(&p, 1, timeout_ms);
+        close(pfd);
     }
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return decode_status(status);
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
@@ -164,28 +168,41 @@ Daemon::Daemon(const TempDir& dir, const std::string& config) : dir_(dir) {
     const int log_fd = open(dir.file("daemon.log").c_str(),
                             O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     pid_ = spawn({env_path("TLSPOLICYD"), "-c", dir.file("tlspolicyd.toml")}, null_fd, log_fd,
-                 log_fd, {"NOTIFY_SOCKET=" + notify_path, "STATE_DIRECTORY=" + dir.path()});
+                 log_fd,
+                 {"NOTIFY_SOCKET=" + notify_path, "STATE_DIRECTORY=" + dir.path(),
+                  // Sanitizer builds: any report ends the process with a non-zero code.
+                  "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1",
+                  "ASAN_OPTIONS=abort_on_error=0:detect_leaks=1"});
     close(null_fd);
     close(log_fd);
+    pid_fd_ = pid_fd(pid_);
     auto ready = wait_notify("READY=1", 10000);
     if (!ready) {
         const std::string log_text = log();
         stop();
         close(notify_fd_);
+        if (pid_fd_ >= 0) close(pid_fd_);
         throw std::runtime_error("tlspolicyd did not become ready; log:\n" + log_text);
     }
 }
 
 Daemon::~Daemon() {
-    if (pid_ > 0) stop();
+    if (pid_ > 0) {
+        const int code = stop();
+        // A daemon that does not exit cleanly (crash, sanitizer report, hang) fails the test.
+        if (code != 0) FAIL_CHECK("tlspolicyd exited with " << code << "; log:\n" << log());
+    }
     if (notify_fd_ >= 0) close(notify_fd_);
+    if (pid_fd_ >= 0) close(pid_fd_);
 }
 
 std::optional<std::string> Daemon::wait_notify(const std::string& needle, int timeout_ms) {
     const int64_t deadline = now_ms() + timeout_ms;
     while (true) {
-        pollfd p{notify_fd_, POLLIN, 0};
-        if (poll(&p, 1, remaining(deadline)) <= 0) return std::nullopt;
+        // Also wake up when the daemon exits, so a failed start is seen at once.
+        pollfd p[2] = {{notify_fd_, POLLIN, 0}, {pid_fd_, POLLIN, 0}};
+        if (poll(p, 2, remaining(deadline)) <= 0) return std::nullopt;
+        if (!(p[0].revents & POLLIN)) return std::nullopt;  // exited without the message
         char buf[4096];
         const ssize_t n = recv(notify_fd_, buf, sizeof buf - 1, 0);
         if (n <= 0) continue;

@@ -71,6 +71,7 @@ private:
 
     const TempDir& dir_;
     pid_t pid_ = -1;
+    int pid_fd_ = -1;
     int notify_fd_ = -1;
     std::string status_;
 };
