@@ -34,8 +34,9 @@ test: deps build $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	@./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
 
-install: build
-	meson configure $(BUILD) --prefix=$(PREFIX) >/dev/null
+install: $(BUILD)/build.ninja
+	meson configure $(BUILD) -Dprefix=$(PREFIX)
+	ninja -C $(BUILD)
 	meson install -C $(BUILD) --no-rebuild $(if $(DESTDIR),--destdir $(DESTDIR))
 
 format:
