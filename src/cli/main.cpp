@@ -22,22 +22,24 @@ constexpr int kExitUsage = 64;
 constexpr int kExitConfig = 78;
 
 void usage(FILE* to) {
-    std::fprintf(to,
-                 "usage: tlspolicy [-c FILE] COMMAND [ARGS]\n"
-                 "\n"
-                 "commands:\n"
-                 "  check-config [--keys]        validate the configuration (exit 0 valid, 78 not);\n"
-                 "                               --keys lists every key with type, default, doc\n"
-                 "  query [--json] DOMAIN...     print the policy Postfix would get; exit 0 found,\n"
-                 "                               1 not found, 75 temporary failure (the worst wins)\n"
-                 "\n"
-                 "Without -c, built-in defaults apply.\n");
+    std::fprintf(
+        to,
+        "usage: tlspolicy [-c FILE] COMMAND [ARGS]\n"
+        "\n"
+        "commands:\n"
+        "  check-config [--keys]        validate the configuration (exit 0 valid, 78 not);\n"
+        "                               --keys lists every key with type, default, doc\n"
+        "  query [--json] DOMAIN...     print the policy Postfix would get; exit 0 found,\n"
+        "                               1 not found, 75 temporary failure (the worst wins)\n"
+        "\n"
+        "Without -c, built-in defaults apply.\n");
 }
 
 int check_config(const std::string& path, int argc, char** argv) {
     bool keys = false;
     for (int i = 0; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--keys") == 0) keys = true;
+        if (std::strcmp(argv[i], "--keys") == 0)
+            keys = true;
         else {
             usage(stderr);
             return kExitUsage;
@@ -57,9 +59,8 @@ int check_config(const std::string& path, int argc, char** argv) {
         std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
         return kExitConfig;
     }
-    std::printf("%s: ok (%zu listener(s), %zu override(s), %zu profile(s))\n",
-                cfg->source.c_str(), cfg->listen.size(), cfg->overrides.size(),
-                cfg->profiles.size());
+    std::printf("%s: ok (%zu listener(s), %zu override(s), %zu profile(s))\n", cfg->source.c_str(),
+                cfg->listen.size(), cfg->overrides.size(), cfg->profiles.size());
     return 0;
 }
 
@@ -68,12 +69,15 @@ int query(const std::string& path, int argc, char** argv) {
     std::string profile;
     std::vector<std::string> keys;
     for (int i = 0; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--json") == 0) json = true;
-        else if (std::strcmp(argv[i], "--profile") == 0 && i + 1 < argc) profile = argv[++i];
+        if (std::strcmp(argv[i], "--json") == 0)
+            json = true;
+        else if (std::strcmp(argv[i], "--profile") == 0 && i + 1 < argc)
+            profile = argv[++i];
         else if (argv[i][0] == '-' && argv[i][1] == '-') {
             usage(stderr);
             return kExitUsage;
-        } else keys.emplace_back(argv[i]);
+        } else
+            keys.emplace_back(argv[i]);
     }
     if (keys.empty()) {
         usage(stderr);
@@ -119,8 +123,10 @@ int query(const std::string& path, int argc, char** argv) {
             std::printf("%s\n", line.c_str());
         } else if (answer.outcome == Outcome::Found) {
             // One key: the bare policy (scripts); several: "key<TAB>policy".
-            if (keys.size() == 1) std::printf("%s\n", answer.policy.c_str());
-            else std::printf("%s\t%s\n", log::sanitize(raw).c_str(), answer.policy.c_str());
+            if (keys.size() == 1)
+                std::printf("%s\n", answer.policy.c_str());
+            else
+                std::printf("%s\t%s\n", log::sanitize(raw).c_str(), answer.policy.c_str());
         } else if (answer.outcome != Outcome::NotFound) {
             std::fprintf(stderr, "%s: %s %s\n", log::sanitize(raw).c_str(),
                          std::string(st.socketmap).c_str(), wire_reason(answer).c_str());
@@ -142,10 +148,18 @@ int main(int argc, char** argv) {
     // '+': stop at the command, so its own options are left to it.
     for (int c; (c = getopt_long(argc, argv, "+c:hV", longopts, nullptr)) != -1;) {
         switch (c) {
-            case 'c': config_path = optarg; break;
-            case 'h': usage(stdout); return 0;
-            case 'V': std::printf("tlspolicy %s\n", TLSPOLICY_VERSION); return 0;
-            default: usage(stderr); return kExitUsage;
+            case 'c':
+                config_path = optarg;
+                break;
+            case 'h':
+                usage(stdout);
+                return 0;
+            case 'V':
+                std::printf("tlspolicy %s\n", TLSPOLICY_VERSION);
+                return 0;
+            default:
+                usage(stderr);
+                return kExitUsage;
         }
     }
     if (optind >= argc) {

@@ -46,9 +46,15 @@ struct KeySpec {
     bool required = false;  // only for [[listen]] entries
 };
 
-const std::string& str(const Value& v) { return std::get<std::string>(v); }
-int64_t num(const Value& v) { return std::get<int64_t>(v); }
-bool flag(const Value& v) { return std::get<bool>(v); }
+const std::string& str(const Value& v) {
+    return std::get<std::string>(v);
+}
+int64_t num(const Value& v) {
+    return std::get<int64_t>(v);
+}
+bool flag(const Value& v) {
+    return std::get<bool>(v);
+}
 
 // systemd's StateDirectory= sets STATE_DIRECTORY; `make run` uses it for a local directory.
 std::string default_cache_path() {
@@ -63,8 +69,10 @@ std::string default_cache_path() {
 Status check_resolver(const std::string& r) {
     // "192.0.2.1", "192.0.2.1:5353", "2001:db8::1", "[2001:db8::1]:5353"
     std::string ep = r;
-    if (r.find(':') == std::string::npos) ep = r + ":53";
-    else if (r.front() != '[' && r.find(':') != r.rfind(':')) ep = "[" + r + "]:53";
+    if (r.find(':') == std::string::npos)
+        ep = r + ":53";
+    else if (r.front() != '[' && r.find(':') != r.rfind(':'))
+        ep = "[" + r + "]:53";
     auto parsed = parse_endpoint(ep);
     if (!parsed || parsed->kind != Endpoint::Kind::Inet)
         return make_error("resolver must be IP, IP:PORT, IPv6 or [IPv6]:PORT");
@@ -76,14 +84,24 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
     static const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>> t = {
         {"server",
          {
-             {"max_connections", Type::Int, int64_t{1000}, 1, 100000, {},
+             {"max_connections",
+              Type::Int,
+              int64_t{1000},
+              1,
+              100000,
+              {},
               "Concurrent client connections; beyond it new connections wait in the kernel's "
               "listen queue (back-pressure) instead of being refused.",
               [](Config& c, const Value& v) -> Status {
                   c.server.max_connections = num(v);
                   return {};
               }},
-             {"idle_timeout", Type::Int, int64_t{300}, 1, 86400, {},
+             {"idle_timeout",
+              Type::Int,
+              int64_t{300},
+              1,
+              86400,
+              {},
               "Seconds a connection may stay idle before it is closed. Postfix's socketmap "
               "client closes idle connections after 10 s itself; its tcp_table client never "
               "does and pays a 1 s pause when the server closed first, so keep this long.",
@@ -91,14 +109,24 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
                   c.server.idle_timeout = num(v);
                   return {};
               }},
-             {"max_pipelined", Type::Int, int64_t{64}, 1, 10000, {},
+             {"max_pipelined",
+              Type::Int,
+              int64_t{64},
+              1,
+              10000,
+              {},
               "Requests read ahead per connection while earlier answers are pending; beyond "
               "it the connection is not read until answers have been written.",
               [](Config& c, const Value& v) -> Status {
                   c.server.max_pipelined = num(v);
                   return {};
               }},
-             {"drain_timeout", Type::Int, int64_t{10}, 0, 600, {},
+             {"drain_timeout",
+              Type::Int,
+              int64_t{10},
+              0,
+              600,
+              {},
               "Seconds SIGTERM waits for requests in progress before the daemon exits.",
               [](Config& c, const Value& v) -> Status {
                   c.server.drain_timeout = num(v);
@@ -107,7 +135,12 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
          }},
         {"log",
          {
-             {"level", Type::Enum, std::string("info"), 0, 0, {"error", "warning", "info", "debug"},
+             {"level",
+              Type::Enum,
+              std::string("info"),
+              0,
+              0,
+              {"error", "warning", "info", "debug"},
               "Most verbose level written to stderr (journald under systemd).",
               [](Config& c, const Value& v) -> Status {
                   log::parse_level(str(v), c.log.level);
@@ -116,7 +149,12 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
          }},
         {"dns",
          {
-             {"resolvers", Type::StringList, std::vector<std::string>{}, 0, 0, {},
+             {"resolvers",
+              Type::StringList,
+              std::vector<std::string>{},
+              0,
+              0,
+              {},
               "Upstream resolvers for stub mode, tried in order (IP, IP:PORT, [IPv6]:PORT). "
               "Empty: full recursion from the root. DNSSEC is validated by tlspolicyd itself "
               "either way.",
@@ -126,13 +164,23 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
                   c.dns.resolvers = std::get<std::vector<std::string>>(v);
                   return {};
               }},
-             {"trust_anchor_file", Type::String, std::string("/usr/share/dns/root.key"), 0, 0, {},
+             {"trust_anchor_file",
+              Type::String,
+              std::string("/usr/share/dns/root.key"),
+              0,
+              0,
+              {},
               "DNSSEC trust anchors (DS or DNSKEY records in zone-file format).",
               [](Config& c, const Value& v) -> Status {
                   c.dns.trust_anchor_file = str(v);
                   return {};
               }},
-             {"timeout_ms", Type::Int, int64_t{5000}, 100, 60000, {},
+             {"timeout_ms",
+              Type::Int,
+              int64_t{5000},
+              100,
+              60000,
+              {},
               "Timeout of one DNS query, in milliseconds.",
               [](Config& c, const Value& v) -> Status {
                   c.dns.timeout_ms = num(v);
@@ -141,19 +189,34 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
          }},
         {"mta_sts",
          {
-             {"ca_file", Type::String, std::string(), 0, 0, {},
+             {"ca_file",
+              Type::String,
+              std::string(),
+              0,
+              0,
+              {},
               "PEM file of CAs for MTA-STS policy hosts; empty: the system trust store.",
               [](Config& c, const Value& v) -> Status {
                   c.mta_sts.ca_file = str(v);
                   return {};
               }},
-             {"https_port", Type::Int, int64_t{443}, 1, 65535, {},
+             {"https_port",
+              Type::Int,
+              int64_t{443},
+              1,
+              65535,
+              {},
               "Port of MTA-STS policy hosts. Only test worlds change it.",
               [](Config& c, const Value& v) -> Status {
                   c.mta_sts.https_port = num(v);
                   return {};
               }},
-             {"allow_private_addresses", Type::Bool, false, 0, 0, {},
+             {"allow_private_addresses",
+              Type::Bool,
+              false,
+              0,
+              0,
+              {},
               "Allow policy hosts on loopback, private and other special addresses (a recipient "
               "domain could otherwise aim the fetcher at internal services).",
               [](Config& c, const Value& v) -> Status {
@@ -163,7 +226,12 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
          }},
         {"cache",
          {
-             {"path", Type::String, std::string(), 0, 0, {},
+             {"path",
+              Type::String,
+              std::string(),
+              0,
+              0,
+              {},
               "SQLite cache file, shared with `tlspolicy`. Default: $STATE_DIRECTORY/"
               "cache.sqlite when systemd sets STATE_DIRECTORY, else "
               "/var/lib/tlspolicyd/cache.sqlite.",
@@ -171,25 +239,45 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
                   c.cache.path = str(v).empty() ? default_cache_path() : str(v);
                   return {};
               }},
-             {"min_ttl", Type::Int, int64_t{180}, 0, 31557600, {},
+             {"min_ttl",
+              Type::Int,
+              int64_t{180},
+              0,
+              31557600,
+              {},
               "Shortest lifetime, in seconds, of a DNS-derived answer.",
               [](Config& c, const Value& v) -> Status {
                   c.cache.min_ttl = num(v);
                   return {};
               }},
-             {"max_ttl", Type::Int, int64_t{86400}, 1, 31557600, {},
+             {"max_ttl",
+              Type::Int,
+              int64_t{86400},
+              1,
+              31557600,
+              {},
               "Longest lifetime, in seconds, of a DNS-derived answer.",
               [](Config& c, const Value& v) -> Status {
                   c.cache.max_ttl = num(v);
                   return {};
               }},
-             {"negative_ttl", Type::Int, int64_t{1800}, 0, 31557600, {},
+             {"negative_ttl",
+              Type::Int,
+              int64_t{1800},
+              0,
+              31557600,
+              {},
               "Lifetime, in seconds, of a not-found answer without an SOA minimum.",
               [](Config& c, const Value& v) -> Status {
                   c.cache.negative_ttl = num(v);
                   return {};
               }},
-             {"stale_ttl", Type::Int, int64_t{3600}, 0, 31557600, {},
+             {"stale_ttl",
+              Type::Int,
+              int64_t{3600},
+              0,
+              31557600,
+              {},
               "Seconds a DANE answer may be served past its expiry while refreshes fail.",
               [](Config& c, const Value& v) -> Status {
                   c.cache.stale_ttl = num(v);
@@ -202,13 +290,23 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
 
 const std::vector<KeySpec<PolicySettings>>& policy_table() {
     static const std::vector<KeySpec<PolicySettings>> t = {
-        {"sts_level", Type::Enum, std::string("verify"), 0, 0, {"verify", "secure"},
+        {"sts_level",
+         Type::Enum,
+         std::string("verify"),
+         0,
+         0,
+         {"verify", "secure"},
          "Postfix level for MTA-STS enforce policies.",
          [](PolicySettings& p, const Value& v) -> Status {
              p.sts_level = str(v) == "secure" ? StsLevel::Secure : StsLevel::Verify;
              return {};
          }},
-        {"testing_mode", Type::Enum, std::string("ignore"), 0, 0, {"ignore", "encrypt", "enforce"},
+        {"testing_mode",
+         Type::Enum,
+         std::string("ignore"),
+         0,
+         0,
+         {"ignore", "encrypt", "enforce"},
          "Answer for MTA-STS mode testing: ignore (not found), encrypt, or enforce.",
          [](PolicySettings& p, const Value& v) -> Status {
              p.testing_mode = str(v) == "encrypt"   ? TestingMode::Encrypt
@@ -216,7 +314,12 @@ const std::vector<KeySpec<PolicySettings>>& policy_table() {
                                                     : TestingMode::Ignore;
              return {};
          }},
-        {"tlsrpt", Type::Bool, false, 0, 0, {},
+        {"tlsrpt",
+         Type::Bool,
+         false,
+         0,
+         0,
+         {},
          "Append Postfix >= 3.10 TLSRPT attributes (Postfix <= 3.9 rejects them and defers).",
          [](PolicySettings& p, const Value& v) -> Status {
              p.tlsrpt = flag(v);
@@ -239,14 +342,24 @@ Result<unsigned> parse_mode(const std::string& s) {
 
 const std::vector<KeySpec<ListenConfig>>& listen_table() {
     static const std::vector<KeySpec<ListenConfig>> t = {
-        {"protocol", Type::Enum, std::string("socketmap"), 0, 0, {"socketmap", "tcp_table"},
+        {"protocol",
+         Type::Enum,
+         std::string("socketmap"),
+         0,
+         0,
+         {"socketmap", "tcp_table"},
          "Protocol spoken on this listener.",
          [](ListenConfig& l, const Value& v) -> Status {
              l.protocol = str(v) == "tcp_table" ? Protocol::TcpTable : Protocol::Socketmap;
              return {};
          },
          true},
-        {"address", Type::String, std::string(), 0, 0, {},
+        {"address",
+         Type::String,
+         std::string(),
+         0,
+         0,
+         {},
          "IPv4:PORT, [IPv6]:PORT or unix:/path. Port 0 picks a free port (reported at start).",
          [](ListenConfig& l, const Value& v) -> Status {
              auto ep = parse_endpoint(str(v));
@@ -255,7 +368,12 @@ const std::vector<KeySpec<ListenConfig>>& listen_table() {
              return {};
          },
          true},
-        {"mode", Type::String, std::string(), 0, 0, {},
+        {"mode",
+         Type::String,
+         std::string(),
+         0,
+         0,
+         {},
          "Unix sockets: permission bits as an octal string, e.g. \"0660\".",
          [](ListenConfig& l, const Value& v) -> Status {
              if (str(v).empty()) return {};
@@ -264,13 +382,23 @@ const std::vector<KeySpec<ListenConfig>>& listen_table() {
              l.mode = *m;
              return {};
          }},
-        {"owner", Type::String, std::string(), 0, 0, {},
+        {"owner",
+         Type::String,
+         std::string(),
+         0,
+         0,
+         {},
          "Unix sockets: owning user (the daemon must run as root to set it).",
          [](ListenConfig& l, const Value& v) -> Status {
              l.owner = str(v);
              return {};
          }},
-        {"group", Type::String, std::string(), 0, 0, {},
+        {"group",
+         Type::String,
+         std::string(),
+         0,
+         0,
+         {},
          "Unix sockets: owning group (the daemon must run as root to set it).",
          [](ListenConfig& l, const Value& v) -> Status {
              l.group = str(v);
@@ -293,14 +421,17 @@ std::vector<ListenConfig> default_listeners() {
 // ---------------------------------------------------------------------------------------
 // Reading TOML nodes.
 
-
 template <class Target>
 std::string describe_type(const KeySpec<Target>& s) {
     switch (s.type) {
-        case Type::Bool: return "bool";
-        case Type::Int: return "integer";
-        case Type::String: return "string";
-        case Type::StringList: return "list of strings";
+        case Type::Bool:
+            return "bool";
+        case Type::Int:
+            return "integer";
+        case Type::String:
+            return "string";
+        case Type::StringList:
+            return "list of strings";
         case Type::Enum: {
             std::string out = "one of ";
             for (std::size_t i = 0; i < s.choices.size(); ++i) {
@@ -315,20 +446,24 @@ std::string describe_type(const KeySpec<Target>& s) {
 
 std::string toml_literal(const Value& v) {
     std::ostringstream o;
-    if (auto b = std::get_if<bool>(&v)) o << (*b ? "true" : "false");
-    else if (auto i = std::get_if<int64_t>(&v)) o << *i;
-    else if (auto s = std::get_if<std::string>(&v)) o << '"' << *s << '"';
+    if (auto b = std::get_if<bool>(&v))
+        o << (*b ? "true" : "false");
+    else if (auto i = std::get_if<int64_t>(&v))
+        o << *i;
+    else if (auto s = std::get_if<std::string>(&v))
+        o << '"' << *s << '"';
     else {
         o << '[';
         const auto& list = std::get<std::vector<std::string>>(v);
-        for (std::size_t k = 0; k < list.size(); ++k) o << (k ? ", " : "") << '"' << list[k] << '"';
+        for (std::size_t k = 0; k < list.size(); ++k)
+            o << (k ? ", " : "") << '"' << list[k] << '"';
         o << ']';
     }
     return o.str();
 }
 
 class Reader {
-public:
+  public:
     explicit Reader(std::string_view source) : source_(source) {}
 
     Error at(const toml::source_region& where, const std::string& msg) const {
@@ -341,9 +476,7 @@ public:
     Result<Value> read(const toml::node& node, const KeySpec<Target>& spec,
                        const std::string& full) const {
         const auto& where = node.source();
-        auto wrong = [&] {
-            return at(where, "\"" + full + "\" must be a " + describe_type(spec));
-        };
+        auto wrong = [&] { return at(where, "\"" + full + "\" must be a " + describe_type(spec)); };
         switch (spec.type) {
             case Type::Bool:
                 if (!node.is_boolean()) return wrong();
@@ -373,7 +506,8 @@ public:
                 if (!arr) return wrong();
                 std::vector<std::string> out;
                 for (const auto& el : *arr) {
-                    if (!el.is_string()) return at(el.source(), "\"" + full + "\" must be a list of strings");
+                    if (!el.is_string())
+                        return at(el.source(), "\"" + full + "\" must be a list of strings");
                     out.emplace_back(el.as_string()->get());
                 }
                 return Value(std::move(out));
@@ -404,17 +538,19 @@ public:
         return {};
     }
 
-private:
+  private:
     std::string source_;
 };
 
 template <class Target>
 void apply_defaults(const std::vector<KeySpec<Target>>& specs, Target& target) {
-    for (const auto& s : specs) (void)s.set(target, s.def);
+    for (const auto& s : specs)
+        (void)s.set(target, s.def);
 }
 
 Status parse_profile_name(std::string_view name) {
-    if (name.empty() || name.size() > 64) return make_error("profile name must be 1..64 characters");
+    if (name.empty() || name.size() > 64)
+        return make_error("profile name must be 1..64 characters");
     for (char c : name) {
         const auto u = static_cast<unsigned char>(c);
         // Postfix splits the map reference at the last ':', and the request at the first space.
@@ -442,13 +578,16 @@ Result<Config> build(const toml::table& root, const Reader& r) {
                     return s.error();
                 for (const auto& spec : listen_table())
                     if (spec.required && !seen.count(spec.name))
-                        return r.at(t.source(), "[[listen]] needs \"" + std::string(spec.name) + "\"");
+                        return r.at(t.source(),
+                                    "[[listen]] needs \"" + std::string(spec.name) + "\"");
                 const bool unix_socket = l.endpoint.kind == Endpoint::Kind::Unix;
                 if (!unix_socket && (l.mode || !l.owner.empty() || !l.group.empty()))
-                    return r.at(t.source(), "\"mode\", \"owner\" and \"group\" apply to unix: addresses only");
+                    return r.at(t.source(),
+                                "\"mode\", \"owner\" and \"group\" apply to unix: addresses only");
                 for (const auto& other : cfg.listen)
                     if (other.endpoint == l.endpoint && l.endpoint.port != 0)
-                        return r.at(t.source(), "address " + l.endpoint.to_string() + " is listed twice");
+                        return r.at(t.source(),
+                                    "address " + l.endpoint.to_string() + " is listed twice");
                 cfg.listen.push_back(std::move(l));
             }
             if (cfg.listen.empty()) return r.at(node.source(), "at least one [[listen]] is needed");
@@ -461,20 +600,27 @@ Result<Config> build(const toml::table& root, const Reader& r) {
         if (name == "policy") {
             const auto* t = node.as_table();
             if (!t) return r.at(node.source(), "\"policy\" must be a table");
-            if (auto s = r.apply_table(*t, policy_table(), "policy.", cfg.policy, nullptr, "profiles"); !s)
+            if (auto s =
+                    r.apply_table(*t, policy_table(), "policy.", cfg.policy, nullptr, "profiles");
+                !s)
                 return s.error();
             if (const auto* profiles = t->get("profiles")) {
                 const auto* pt = profiles->as_table();
-                if (!pt) return r.at(profiles->source(), "\"policy.profiles\" must be a table of tables");
+                if (!pt)
+                    return r.at(profiles->source(),
+                                "\"policy.profiles\" must be a table of tables");
                 for (auto&& [pname, pnode] : *pt) {
                     if (auto s = parse_profile_name(pname.str()); !s)
                         return r.at(pname.source(), s.error().message);
                     const auto* body = pnode.as_table();
                     if (!body)
-                        return r.at(pnode.source(), "[policy.profiles." + log::sanitize(pname.str(), 64) + "] must be a table");
+                        return r.at(pnode.source(), "[policy.profiles." +
+                                                        log::sanitize(pname.str(), 64) +
+                                                        "] must be a table");
                     PolicySettings p = cfg.policy;  // a profile starts from [policy]
                     const std::string prefix = "policy.profiles." + std::string(pname.str()) + ".";
-                    if (auto s = r.apply_table(*body, policy_table(), prefix, p); !s) return s.error();
+                    if (auto s = r.apply_table(*body, policy_table(), prefix, p); !s)
+                        return s.error();
                     cfg.profiles.emplace(std::string(pname.str()), p);
                 }
             }
@@ -483,14 +629,16 @@ Result<Config> build(const toml::table& root, const Reader& r) {
         const std::vector<KeySpec<Config>>* specs = nullptr;
         for (const auto& [section, list] : section_table())
             if (section == name) specs = &list;
-        if (!specs) return r.at(key.source(), "unknown section \"" + log::sanitize(name, 80) + "\"");
+        if (!specs)
+            return r.at(key.source(), "unknown section \"" + log::sanitize(name, 80) + "\"");
         const auto* t = node.as_table();
         if (!t) return r.at(node.source(), "\"" + name + "\" must be a table ([" + name + "])");
         if (auto s = r.apply_table(*t, *specs, name + ".", cfg); !s) return s.error();
     }
 
     if (cfg.cache.min_ttl > cfg.cache.max_ttl)
-        return make_error(r.at(root.source(), "cache.min_ttl is larger than cache.max_ttl").message);
+        return make_error(
+            r.at(root.source(), "cache.min_ttl is larger than cache.max_ttl").message);
 
     if (overrides) {
         const auto* t = overrides->as_table();
@@ -507,15 +655,20 @@ Result<Config> build(const toml::table& root, const Reader& r) {
                 return r.at(val.source(), "override for \"" + shown + "\" must be a string");
             const Key k = normalize_key(dom.str());
             if (k.kind == KeyKind::Invalid)
-                return r.at(dom.source(), "override key \"" + shown + "\" is not a domain or next hop: " + k.reason);
+                return r.at(dom.source(), "override key \"" + shown +
+                                              "\" is not a domain or next hop: " + k.reason);
             const std::string policy(val.as_string()->get());
             if (policy.size() > kMaxPolicyLength)
                 return r.at(val.source(), "override for \"" + shown + "\" is longer than " +
                                               std::to_string(kMaxPolicyLength) + " bytes");
             if (auto s = validate_policy(policy, opts); !s)
-                return r.at(val.source(), "override for \"" + shown + "\" is not a valid Postfix policy: " + s.error().message);
+                return r.at(val.source(),
+                            "override for \"" + shown +
+                                "\" is not a valid Postfix policy: " + s.error().message);
             if (!cfg.overrides.emplace(k.name, policy).second)
-                return r.at(dom.source(), "override \"" + shown + "\" duplicates another key (keys are compared case-folded, in A-label form)");
+                return r.at(dom.source(), "override \"" + shown +
+                                              "\" duplicates another key (keys are compared "
+                                              "case-folded, in A-label form)");
         }
     }
     return cfg;
@@ -537,7 +690,8 @@ std::vector<KeyInfo> config_keys() {
         }
     };
     add("listen.", listen_table());
-    for (const auto& [section, specs] : section_table()) add(std::string(section) + ".", specs);
+    for (const auto& [section, specs] : section_table())
+        add(std::string(section) + ".", specs);
     add("policy.", policy_table());
     add("policy.profiles.NAME.", policy_table());
     out.push_back({"overrides.DOMAIN", "string", "", "",
@@ -550,7 +704,8 @@ Config default_config() {
     Config cfg;
     cfg.source = "built-in defaults";
     cfg.listen = default_listeners();
-    for (const auto& [section, specs] : section_table()) apply_defaults(specs, cfg);
+    for (const auto& [section, specs] : section_table())
+        apply_defaults(specs, cfg);
     apply_defaults(policy_table(), cfg.policy);
     return cfg;
 }

@@ -4,21 +4,30 @@ namespace tlspolicy {
 
 std::string_view outcome_name(Outcome o) {
     switch (o) {
-        case Outcome::Found: return "found";
-        case Outcome::NotFound: return "not-found";
-        case Outcome::Temp: return "temp";
-        case Outcome::Timeout: return "timeout";
-        case Outcome::Perm: return "perm";
+        case Outcome::Found:
+            return "found";
+        case Outcome::NotFound:
+            return "not-found";
+        case Outcome::Temp:
+            return "temp";
+        case Outcome::Timeout:
+            return "timeout";
+        case Outcome::Perm:
+            return "perm";
     }
     return "temp";
 }
 
 std::string_view source_name(Source s) {
     switch (s) {
-        case Source::None: return "none";
-        case Source::Override: return "override";
-        case Source::Dane: return "dane";
-        case Source::MtaSts: return "mta-sts";
+        case Source::None:
+            return "none";
+        case Source::Override:
+            return "override";
+        case Source::Dane:
+            return "dane";
+        case Source::MtaSts:
+            return "mta-sts";
     }
     return "none";
 }
@@ -37,13 +46,18 @@ void PolicyResolver::resolve(std::string_view raw_key, std::string_view profile,
         return done(Answer::found(it->second, Source::Override, "static override"));
 
     switch (key.kind) {
-        case KeyKind::Domain: break;
+        case KeyKind::Domain:
+            break;
         // RFC 8461 §3.4: a parent's policy never applies to a subdomain; Postfix's walk up
         // the tree must not find one either.
-        case KeyKind::ParentProbe: return done(Answer::not_found("parent-domain probe"));
-        case KeyKind::NextHop: return done(Answer::not_found("explicit next hop"));
-        case KeyKind::IpLiteral: return done(Answer::not_found("IP literal"));
-        case KeyKind::Invalid: break;
+        case KeyKind::ParentProbe:
+            return done(Answer::not_found("parent-domain probe"));
+        case KeyKind::NextHop:
+            return done(Answer::not_found("explicit next hop"));
+        case KeyKind::IpLiteral:
+            return done(Answer::not_found("IP literal"));
+        case KeyKind::Invalid:
+            break;
     }
     if (!engine_) return done(Answer::not_found("no policy engine configured"));
     engine_->lookup(key.name, config_->profile(profile), [done = std::move(done)](Answer a) {

@@ -14,7 +14,7 @@ namespace tlspolicy {
 
 // A source of policies for recipient domains. Engines implement it.
 class PolicyEngine {
-public:
+  public:
     virtual ~PolicyEngine() = default;
     // Looks up `domain` (a KeyKind::Domain name) under `settings`; calls done exactly once,
     // possibly before returning.
@@ -23,7 +23,7 @@ public:
 };
 
 class PolicyResolver {
-public:
+  public:
     // `engine` may be null (overrides only). Neither pointer is owned.
     PolicyResolver(std::shared_ptr<const Config> config, PolicyEngine* engine);
 
@@ -35,7 +35,7 @@ public:
     void set_config(std::shared_ptr<const Config> config) { config_ = std::move(config); }
     const std::shared_ptr<const Config>& config() const { return config_; }
 
-private:
+  private:
     std::shared_ptr<const Config> config_;
     PolicyEngine* engine_;
 };

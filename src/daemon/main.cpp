@@ -90,10 +90,18 @@ int main(int argc, char** argv) {
                                       {nullptr, 0, nullptr, 0}};
     for (int c; (c = getopt_long(argc, argv, "c:hV", longopts, nullptr)) != -1;) {
         switch (c) {
-            case 'c': config_path = optarg; break;
-            case 'h': usage(stdout); return 0;
-            case 'V': std::printf("tlspolicyd %s\n", TLSPOLICY_VERSION); return 0;
-            default: usage(stderr); return 64;
+            case 'c':
+                config_path = optarg;
+                break;
+            case 'h':
+                usage(stdout);
+                return 0;
+            case 'V':
+                std::printf("tlspolicyd %s\n", TLSPOLICY_VERSION);
+                return 0;
+            default:
+                usage(stderr);
+                return 64;
         }
     }
     if (optind != argc) {
@@ -126,13 +134,16 @@ int main(int argc, char** argv) {
 
     auto on_signal = [](evutil_socket_t sig, short, void* arg) {
         auto* self = static_cast<Daemon*>(arg);
-        if (sig == SIGHUP) self->reload();
-        else self->stop(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (sig == SIGHUP)
+            self->reload();
+        else
+            self->stop(sig == SIGTERM ? "SIGTERM" : "SIGINT");
     };
     EventPtr hup(evsignal_new(d.base.get(), SIGHUP, on_signal, &d));
     EventPtr term(evsignal_new(d.base.get(), SIGTERM, on_signal, &d));
     EventPtr intr(evsignal_new(d.base.get(), SIGINT, on_signal, &d));
-    for (event* e : {hup.get(), term.get(), intr.get()}) event_add(e, nullptr);
+    for (event* e : {hup.get(), term.get(), intr.get()})
+        event_add(e, nullptr);
 
     const std::string status = status_line(*d.server);
     log::info("tlspolicyd " TLSPOLICY_VERSION " started (" + d.resolver->config()->source + "), " +

@@ -23,7 +23,7 @@ std::string errno_text(const std::string& what, int err) {
 // A unix socket file left by a dead process is replaced; a live one (someone accepts on it)
 // or anything that is not a socket is an error, so we never steal or delete foreign files.
 Status clear_stale_unix_socket(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     if (lstat(path.c_str(), &st) != 0) {
         if (errno == ENOENT) return {};
         return make_error(errno_text(path, errno));
@@ -82,7 +82,7 @@ Result<BoundSocket> bind_listener(const ListenConfig& config) {
         const int err = errno;
         umask(old);
         if (rc != 0) return make_error(errno_text("bind " + ep.path, err));
-        struct stat st{};
+        struct stat st {};
         if (stat(ep.path.c_str(), &st) == 0) out.unix_inode = st.st_ino;
         out.unix_path = ep.path;
         ListenConfig effective = config;
@@ -136,7 +136,7 @@ Result<BoundSocket> bind_listener(const ListenConfig& config) {
 
 void remove_unix_socket(const BoundSocket& socket) {
     if (socket.unix_path.empty()) return;
-    struct stat st{};
+    struct stat st {};
     // Only our own file: a successor daemon may already have replaced it.
     if (lstat(socket.unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
         st.st_ino == socket.unix_inode)

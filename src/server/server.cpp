@@ -44,7 +44,7 @@ std::string peer_name(const sockaddr* sa, int len) {
 // One client connection. Requests are read ahead up to max_pipelined and answered strictly in
 // the order they arrived, whatever order their lookups complete in.
 class Session : public std::enable_shared_from_this<Session> {
-public:
+  public:
     Session(Server& server, Protocol protocol, BuffereventPtr bev, std::string peer)
         : server_(server), protocol_(protocol), bev_(std::move(bev)), peer_(std::move(peer)) {}
 
@@ -75,7 +75,7 @@ public:
         bev_.reset();
     }
 
-private:
+  private:
     struct Slot {
         bool ready = false;
         std::string reply;
@@ -117,6 +117,8 @@ private:
 
     // Parses and dispatches every complete request the input buffer holds, within limits.
     void process_input() {
+        if (closed_ || in_process_) return;
+        in_process_ = true;
         evbuffer* in = bufferevent_get_input(bev_.get());
         while (!closed_ && !protocol_error_ && !draining_ && pending_.size() < max_pipelined_) {
             const std::size_t avail = evbuffer_get_length(in);
@@ -125,6 +127,7 @@ private:
                                                              : next_tcp_table(in, avail);
             if (!ok) break;
         }
+        in_process_ = false;
         update_reading();
     }
 
@@ -132,7 +135,8 @@ private:
     bool next_socketmap(evbuffer* in, std::size_t avail) {
         constexpr std::size_t kMaxFrame = kMaxSocketmapRequest + 8;  // "10000:" + payload + ","
         const std::size_t n = avail < kMaxFrame ? avail : kMaxFrame;
-        const auto* data = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(n)));
+        const auto* data =
+            reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(n)));
         const NetstringDecode d = netstring_decode({data, n}, kMaxSocketmapRequest);
         using State = NetstringDecode::State;
         if (d.state == State::NeedMore) {
@@ -214,11 +218,13 @@ private:
         server_.resolver_.resolve(key, profile, [weak, target, protocol](Answer answer) {
             auto self = weak.lock();
             if (!self || self->closed_) return;  // the client went away meanwhile
-            target->reply = protocol == Protocol::Socketmap ? socketmap_reply(answer)
-                                                            : tcp_table_reply(answer);
+            target->reply =
+                protocol == Protocol::Socketmap ? socketmap_reply(answer) : tcp_table_reply(answer);
             target->ready = true;
             self->flush();
-            self->process_input();
+            // A synchronous answer arrives while process_input() is still on the stack: it
+            // goes on reading there, so no recursion per request.
+            if (!self->in_process_) self->process_input();
             self->maybe_finish();
         });
     }
@@ -245,8 +251,9 @@ private:
     void update_reading() {
         if (closed_) return;
         constexpr std::size_t kMaxUnreadOutput = 256 * 1024;
-        const bool room = pending_.size() < max_pipelined_ &&
-                          evbuffer_get_length(bufferevent_get_output(bev_.get())) < kMaxUnreadOutput;
+        const bool room =
+            pending_.size() < max_pipelined_ &&
+            evbuffer_get_length(bufferevent_get_output(bev_.get())) < kMaxUnreadOutput;
         if (room && !read_eof_ && !protocol_error_ && !draining_)
             bufferevent_enable(bev_.get(), EV_READ);
         else
@@ -255,7 +262,8 @@ private:
 
     // A framing error cannot be recovered from: answer what came before, then close.
     void protocol_failure(const char* what) {
-        log::warning("closing " + peer_ + " (" + std::string(protocol_name(protocol_)) + "): " + what);
+        log::warning("closing " + peer_ + " (" + std::string(protocol_name(protocol_)) +
+                     "): " + what);
         protocol_error_ = true;
         evbuffer* in = bufferevent_get_input(bev_.get());
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -291,6 +299,7 @@ private:
     std::size_t max_pipelined_ = 64;
     timeval idle_{};
     bool read_eof_ = false;
+    bool in_process_ = false;
     bool protocol_error_ = false;
     bool draining_ = false;
     bool closed_ = false;
@@ -301,9 +310,11 @@ Server::Server(event_base* base, const PolicyResolver& resolver)
 
 Server::~Server() {
     // Sessions first (they point at us), then listeners with their socket files.
-    for (auto& [ptr, session] : sessions_) session->abandon();
+    for (auto& [ptr, session] : sessions_)
+        session->abandon();
     sessions_.clear();
-    for (auto& l : listeners_) remove_unix_socket(l->socket);
+    for (auto& l : listeners_)
+        remove_unix_socket(l->socket);
 }
 
 Status Server::apply(const Config& config) {
@@ -325,7 +336,8 @@ Status Server::apply(const Config& config) {
         if (!bound) {
             for (auto& f : fresh)
                 if (f) remove_unix_socket(f->socket);
-            return make_error(std::string(protocol_name(lc.protocol)) + " " + bound.error().message);
+            return make_error(std::string(protocol_name(lc.protocol)) + " " +
+                              bound.error().message);
         }
         fresh[i] = std::make_unique<Listener>();
         fresh[i]->server = this;
@@ -416,13 +428,16 @@ void Server::session_closed(Session* session) {
 void Server::update_accepting() {
     // At the cap, stop accepting: new clients wait in the kernel's listen queue
     // (back-pressure) instead of being refused.
-    const bool want = !draining_ && sessions_.size() < static_cast<std::size_t>(limits_.max_connections);
+    const bool want =
+        !draining_ && sessions_.size() < static_cast<std::size_t>(limits_.max_connections);
     if (want == accepting_) return;
     accepting_ = want;
     for (auto& l : listeners_) {
         if (!l->ev) continue;
-        if (want) evconnlistener_enable(l->ev.get());
-        else evconnlistener_disable(l->ev.get());
+        if (want)
+            evconnlistener_enable(l->ev.get());
+        else
+            evconnlistener_disable(l->ev.get());
     }
     if (!want && !draining_)
         log::warning("connection limit reached (" + std::to_string(limits_.max_connections) +
@@ -433,12 +448,15 @@ void Server::drain(int timeout_seconds, std::function<void()> on_drained) {
     draining_ = true;
     on_drained_ = std::move(on_drained);
     // Listening sockets go first, so that a successor can bind at once.
-    for (auto& l : listeners_) remove_unix_socket(l->socket);
+    for (auto& l : listeners_)
+        remove_unix_socket(l->socket);
     listeners_.clear();
     if (sessions_.empty()) return finish_drain();
     std::vector<std::shared_ptr<Session>> all;
-    for (auto& [ptr, s] : sessions_) all.push_back(s);
-    for (auto& s : all) s->drain();
+    for (auto& [ptr, s] : sessions_)
+        all.push_back(s);
+    for (auto& s : all)
+        s->drain();
     if (sessions_.empty()) return;  // finish_drain ran from session_closed
     drain_timer_.reset(evtimer_new(
         base_,
@@ -447,8 +465,10 @@ void Server::drain(int timeout_seconds, std::function<void()> on_drained) {
             log::warning("drain timeout: closing " + std::to_string(self->sessions_.size()) +
                          " connection(s) with requests in progress");
             std::vector<std::shared_ptr<Session>> rest;
-            for (auto& [ptr, s] : self->sessions_) rest.push_back(s);
-            for (auto& s : rest) s->force_close();
+            for (auto& [ptr, s] : self->sessions_)
+                rest.push_back(s);
+            for (auto& s : rest)
+                s->force_close();
         },
         this));
     const timeval tv{timeout_seconds, 0};

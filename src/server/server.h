@@ -28,7 +28,7 @@ inline constexpr int kWriteTimeoutSeconds = 60;
 class Session;
 
 class Server {
-public:
+  public:
     Server(event_base* base, const PolicyResolver& resolver);
     ~Server();
     Server(const Server&) = delete;
@@ -48,7 +48,7 @@ public:
 
     std::size_t session_count() const { return sessions_.size(); }
 
-private:
+  private:
     friend class Session;
     struct Listener;
 

@@ -7,11 +7,16 @@ namespace tlspolicy {
 
 WireStatus wire_status(Outcome outcome) {
     switch (outcome) {
-        case Outcome::Found: return {"OK", 200, 0};
-        case Outcome::NotFound: return {"NOTFOUND", 500, 1};
-        case Outcome::Temp: return {"TEMP", 400, 75};
-        case Outcome::Timeout: return {"TIMEOUT", 400, 75};
-        case Outcome::Perm: return {"PERM", 400, 75};
+        case Outcome::Found:
+            return {"OK", 200, 0};
+        case Outcome::NotFound:
+            return {"NOTFOUND", 500, 1};
+        case Outcome::Temp:
+            return {"TEMP", 400, 75};
+        case Outcome::Timeout:
+            return {"TIMEOUT", 400, 75};
+        case Outcome::Perm:
+            return {"PERM", 400, 75};
     }
     return {"TEMP", 400, 75};  // unreachable; fail safe: defer, never downgrade
 }

@@ -12,9 +12,9 @@ namespace tlspolicy {
 struct Endpoint {
     enum class Kind { Inet, Unix };
     Kind kind = Kind::Inet;
-    std::string host;  // numeric IPv4 or IPv6 address (without brackets), for Inet
+    std::string host;   // numeric IPv4 or IPv6 address (without brackets), for Inet
     uint16_t port = 0;  // 0 = any free port (useful for tests; the bound port is reported)
-    std::string path;  // absolute path, for Unix
+    std::string path;   // absolute path, for Unix
 
     // "127.0.0.1:8461", "[::1]:8461", "unix:/run/tlspolicyd/socketmap.sock".
     std::string to_string() const;

@@ -14,10 +14,14 @@ std::atomic<Level> g_level{Level::Info};
 
 std::string_view level_name(Level level) {
     switch (level) {
-        case Level::Error: return "error";
-        case Level::Warning: return "warning";
-        case Level::Info: return "info";
-        case Level::Debug: return "debug";
+        case Level::Error:
+            return "error";
+        case Level::Warning:
+            return "warning";
+        case Level::Info:
+            return "info";
+        case Level::Debug:
+            return "debug";
     }
     return "info";
 }
@@ -29,9 +33,15 @@ bool under_journald() {
 
 }  // namespace
 
-void set_level(Level level) { g_level.store(level, std::memory_order_relaxed); }
-Level level() { return g_level.load(std::memory_order_relaxed); }
-bool enabled(Level l) { return static_cast<int>(l) <= static_cast<int>(level()); }
+void set_level(Level level) {
+    g_level.store(level, std::memory_order_relaxed);
+}
+Level level() {
+    return g_level.load(std::memory_order_relaxed);
+}
+bool enabled(Level l) {
+    return static_cast<int>(l) <= static_cast<int>(level());
+}
 
 bool parse_level(std::string_view name, Level& out) {
     for (Level l : {Level::Error, Level::Warning, Level::Info, Level::Debug}) {

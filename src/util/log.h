@@ -21,8 +21,12 @@ bool parse_level(std::string_view name, Level& out);
 // prefix; otherwise a UTC timestamp and the level name.
 void write(Level level, std::string_view message);
 
-inline void error(std::string_view m) { write(Level::Error, m); }
-inline void warning(std::string_view m) { write(Level::Warning, m); }
+inline void error(std::string_view m) {
+    write(Level::Error, m);
+}
+inline void warning(std::string_view m) {
+    write(Level::Warning, m);
+}
 inline void info(std::string_view m) {
     if (enabled(Level::Info)) write(Level::Info, m);
 }

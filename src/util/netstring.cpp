@@ -17,10 +17,10 @@ NetstringDecode netstring_decode(std::string_view buf, std::size_t max_payload) 
         // Checked per digit, so neither overflow nor a long run of digits is possible.
         if (len > max_payload) return {State::TooLong, {}, 0};
     }
-    if (i == buf.size()) return r;                     // still reading the length
-    if (i == 0) return {State::Malformed, {}, 0};      // ":" without digits
+    if (i == buf.size()) return r;                 // still reading the length
+    if (i == 0) return {State::Malformed, {}, 0};  // ":" without digits
     const std::size_t start = i + 1;
-    if (buf.size() - start < len + 1) return r;        // payload or ',' not here yet
+    if (buf.size() - start < len + 1) return r;  // payload or ',' not here yet
     if (buf[start + len] != ',') return {State::Malformed, {}, 0};
     r.state = State::Complete;
     r.payload = buf.substr(start, len);

@@ -14,12 +14,14 @@ struct Error {
     std::string message;
 };
 
-inline Error make_error(std::string message) { return Error{std::move(message)}; }
+inline Error make_error(std::string message) {
+    return Error{std::move(message)};
+}
 
 // Holds either a T or an Error. ok() tells which; value()/error() require the matching state.
 template <typename T>
 class [[nodiscard]] Result {
-public:
+  public:
     Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
     Result(Error err) : v_(std::in_place_index<1>, std::move(err)) {}
 
@@ -36,14 +38,14 @@ public:
 
     const Error& error() const { return std::get<1>(v_); }
 
-private:
+  private:
     std::variant<T, Error> v_;
 };
 
 // Result<void>: success or an Error.
 template <>
 class [[nodiscard]] Result<void> {
-public:
+  public:
     Result() = default;
     Result(Error err) : err_(std::move(err)), failed_(true) {}
 
@@ -51,7 +53,7 @@ public:
     explicit operator bool() const { return ok(); }
     const Error& error() const { return err_; }
 
-private:
+  private:
     Error err_;
     bool failed_ = false;
 };

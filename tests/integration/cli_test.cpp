@@ -33,9 +33,13 @@ TEST_CASE("check-config: valid, invalid and missing files") {
         {{"check-config"}, 0, "built-in defaults: ok", ""},
         {{"check-config", "-c", dir.file("good.toml")}, 0, "ok (2 listener(s), 1 override(s)", ""},
         {{"-c", dir.file("good.toml"), "check-config"}, 0, "ok", ""},
-        {{"check-config", "-c", dir.file("bad.toml")}, 78, "",
+        {{"check-config", "-c", dir.file("bad.toml")},
+         78,
+         "",
          dir.file("bad.toml") + ":2:14: \"dns.timeout_ms\" is 1, out of range"},
-        {{"check-config", "-c", dir.file("badpolicy.toml")}, 78, "",
+        {{"check-config", "-c", dir.file("badpolicy.toml")},
+         78,
+         "",
          "badpolicy.toml:2:17: override for \"example.org\" is not a valid Postfix policy"},
         {{"check-config", "-c", dir.file("missing.toml")}, 78, "", "cannot read"},
         {{"check-config", "--keys"}, 0, "dns.timeout_ms (integer, 100..60000) = 5000", ""},
@@ -53,8 +57,9 @@ TEST_CASE("check-config: valid, invalid and missing files") {
 
 TEST_CASE("query: output and exit codes") {
     TempDir dir;
-    dir.write("c.toml", "[overrides]\n\"dane.example\" = \"dane-only\"\n"
-                        "\"xn--bcher-kva.example\" = \"encrypt\"\n");
+    dir.write("c.toml",
+              "[overrides]\n\"dane.example\" = \"dane-only\"\n"
+              "\"xn--bcher-kva.example\" = \"encrypt\"\n");
     const std::string c = dir.file("c.toml");
     struct Row {
         std::vector<std::string> args;
@@ -66,13 +71,16 @@ TEST_CASE("query: output and exit codes") {
         {{"-c", c, "query", "Bücher.Example."}, 0, "encrypt\n"},
         {{"-c", c, "query", "nothing.example"}, 1, ""},
         {{"-c", c, "query", ".dane.example"}, 1, ""},
-        {{"-c", c, "query", "dane.example", "nothing.example"}, 1,
+        {{"-c", c, "query", "dane.example", "nothing.example"},
+         1,
          "dane.example\tdane-only\nnothing.example\t\n"},
-        {{"-c", c, "query", "--json", "bücher.example"}, 0,
+        {{"-c", c, "query", "--json", "bücher.example"},
+         0,
          "{\"key\":\"b\\u00c3\\u00bccher.example\",\"normalized\":\"xn--bcher-kva.example\","
          "\"kind\":\"domain\",\"outcome\":\"found\",\"policy\":\"encrypt\",\"source\":\"override\","
          "\"reason\":\"static override\"}\n"},
-        {{"-c", c, "query", "--json", ".x.example"}, 1,
+        {{"-c", c, "query", "--json", ".x.example"},
+         1,
          "{\"key\":\".x.example\",\"normalized\":\".x.example\",\"kind\":\"parent-probe\","
          "\"outcome\":\"not-found\",\"policy\":null,\"source\":\"none\","
          "\"reason\":\"parent-domain probe\"}\n"},

@@ -21,7 +21,8 @@ protocol = "socketmap"
 address = "127.0.0.1:0"
 [[listen]]
 protocol = "tcp_table"
-address = "unix:)" + sock + R"("
+address = "unix:)" + sock +
+                      R"("
 [overrides]
 "dane.example" = "dane-only"
 "xn--bcher-kva.example" = "encrypt"
@@ -41,10 +42,12 @@ address = "unix:)" + sock + R"("
         {"${readsocket{" + tt + "}{get b%C3%BCcher.example\\n}{5s}{}{FAILED}}", "200 encrypt\n"},
         {"${readsocket{" + sock + "}{get dane.example\\n}{5s}{}{FAILED}}", "200 dane-only\n"},
         // Socketmap framing built in Exim, as the protocol brief describes.
-        {"${readsocket{" + sm + "}{${strlen:postfix dane.example}:postfix dane.example,}{5s}{}{FAILED}}",
+        {"${readsocket{" + sm +
+             "}{${strlen:postfix dane.example}:postfix dane.example,}{5s}{}{FAILED}}",
          "12:OK dane-only,"},
         // The policy word alone, as an Exim router or transport would use it.
-        {"${if match{${readsocket{" + tt + "}{get DANE.example\\n}{5s}{}{FAILED}}}{\\N^200 (.*)$\\N}{$1}{none}}",
+        {"${if match{${readsocket{" + tt +
+             "}{get DANE.example\\n}{5s}{}{FAILED}}}{\\N^200 (.*)$\\N}{$1}{none}}",
          "dane-only"},
     };
     for (const auto& r : rows) {

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -14,7 +15,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -47,7 +47,8 @@ int remaining(int64_t deadline) {
 pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err_fd,
             const std::vector<std::string>& env_add = {}) {
     std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     const pid_t parent = getpid();
     const pid_t pid = fork();
@@ -58,7 +59,8 @@ pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err
         dup2(in_fd, 0);
         dup2(out_fd, 1);
         dup2(err_fd, 2);
-        for (const auto& e : env_add) putenv(const_cast<char*>(e.c_str()));
+        for (const auto& e : env_add)
+            putenv(const_cast<char*>(e.c_str()));
         execv(args[0], args.data());
         _exit(127);
     }
@@ -72,7 +74,9 @@ int decode_status(int status) {
 }
 
 // A pollable handle that becomes readable when the process exits (Linux >= 5.3).
-int pid_fd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+int pid_fd(pid_t pid) {
+    return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+}
 
 // Waits for pid up to timeout_ms; kills it (SIGKILL) if it does not exit. Returns its code.
 int wait_or_kill(pid_t pid, int timeout_ms) {
@@ -120,7 +124,8 @@ RunResult run(const std::vector<std::string>& argv, const std::string& input, in
     close(out_pipe[1]);
     close(err_pipe[1]);
     // Small inputs only: written at once, then EOF.
-    if (!input.empty()) [[maybe_unused]] auto n = ::write(in_pipe[1], input.data(), input.size());
+    if (!input.empty()) [[maybe_unused]]
+        auto n = ::write(in_pipe[1], input.data(), input.size());
     close(in_pipe[1]);
     RunResult r;
     const int64_t deadline = now_ms() + timeout_ms;
@@ -165,14 +170,14 @@ Daemon::Daemon(const TempDir& dir, const std::string& config) : dir_(dir) {
     unlink(notify_path.c_str());
     if (bind(notify_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fail("bind notify");
     const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    const int log_fd = open(dir.file("daemon.log").c_str(),
-                            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    pid_ = spawn({env_path("TLSPOLICYD"), "-c", dir.file("tlspolicyd.toml")}, null_fd, log_fd,
-                 log_fd,
-                 {"NOTIFY_SOCKET=" + notify_path, "STATE_DIRECTORY=" + dir.path(),
-                  // Sanitizer builds: any report ends the process with a non-zero code.
-                  "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1",
-                  "ASAN_OPTIONS=abort_on_error=0:detect_leaks=1"});
+    const int log_fd =
+        open(dir.file("daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_ =
+        spawn({env_path("TLSPOLICYD"), "-c", dir.file("tlspolicyd.toml")}, null_fd, log_fd, log_fd,
+              {"NOTIFY_SOCKET=" + notify_path, "STATE_DIRECTORY=" + dir.path(),
+               // Sanitizer builds: any report ends the process with a non-zero code.
+               "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1",
+               "ASAN_OPTIONS=abort_on_error=0:detect_leaks=1"});
     close(null_fd);
     close(log_fd);
     pid_fd_ = pid_fd(pid_);
@@ -221,7 +226,8 @@ std::string Daemon::address(const std::string& protocol, int n) const {
     const std::string key = protocol + " ";
     for (int i = 0;; ++i) {
         pos = status_.find(key, pos);
-        if (pos == std::string::npos) throw std::runtime_error("no " + protocol + " listener in status: " + status_);
+        if (pos == std::string::npos)
+            throw std::runtime_error("no " + protocol + " listener in status: " + status_);
         pos += key.size();
         if (i == n) break;
     }
@@ -265,7 +271,8 @@ Client::Client(const std::string& address) {
         sockaddr_un sa{};
         sa.sun_family = AF_UNIX;
         std::strncpy(sa.sun_path, address.c_str() + 5, sizeof sa.sun_path - 1);
-        if (connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fail("connect " + address);
+        if (connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+            fail("connect " + address);
         return;
     }
     const auto colon = address.rfind(':');
@@ -278,7 +285,8 @@ Client::Client(const std::string& address) {
         sa.sin6_family = AF_INET6;
         sa.sin6_port = htons(static_cast<uint16_t>(port));
         inet_pton(AF_INET6, host.c_str(), &sa.sin6_addr);
-        if (connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fail("connect " + address);
+        if (connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+            fail("connect " + address);
         return;
     }
     fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -302,7 +310,9 @@ void Client::send(const std::string& bytes) {
     }
 }
 
-void Client::shutdown_write() { shutdown(fd_, SHUT_WR); }
+void Client::shutdown_write() {
+    shutdown(fd_, SHUT_WR);
+}
 
 bool Client::fill(int timeout_ms) {
     if (eof_) return false;
@@ -320,7 +330,8 @@ bool Client::fill(int timeout_ms) {
 
 std::string Client::read_bytes(std::size_t n, int timeout_ms) {
     const int64_t deadline = now_ms() + timeout_ms;
-    while (buffered_.size() < n && !eof_ && remaining(deadline) > 0) fill(remaining(deadline));
+    while (buffered_.size() < n && !eof_ && remaining(deadline) > 0)
+        fill(remaining(deadline));
     std::string out = buffered_.substr(0, n);
     buffered_.erase(0, out.size());
     return out;
@@ -331,7 +342,8 @@ std::string Client::read_until(const std::string& terminator, int count, int tim
     while (true) {
         std::size_t pos = 0;
         int found = 0;
-        for (std::size_t p; found < count && (p = buffered_.find(terminator, pos)) != std::string::npos;) {
+        for (std::size_t p;
+             found < count && (p = buffered_.find(terminator, pos)) != std::string::npos;) {
             ++found;
             pos = p + terminator.size();
         }
@@ -350,7 +362,8 @@ std::string Client::read_until(const std::string& terminator, int count, int tim
 
 bool Client::wait_eof(int timeout_ms, std::string* out) {
     const int64_t deadline = now_ms() + timeout_ms;
-    while (!eof_ && remaining(deadline) > 0) fill(remaining(deadline));
+    while (!eof_ && remaining(deadline) > 0)
+        fill(remaining(deadline));
     if (out) *out += buffered_;
     buffered_.clear();
     return eof_;
@@ -369,8 +382,7 @@ RunResult postmap(const TempDir& dir, const std::string& key, const std::string&
 }
 
 RunResult exim_expand(const TempDir& dir, const std::string& expression) {
-    const std::string exim =
-        env_path("EXIM", "/var/cache/tlspolicyd-test/exim/usr/sbin/exim4");
+    const std::string exim = env_path("EXIM", "/var/cache/tlspolicyd-test/exim/usr/sbin/exim4");
     const std::string conf = dir.file("exim.conf");
     if (!std::filesystem::exists(conf)) {
         std::ofstream(conf) << "# minimal: only string expansion is used\n"

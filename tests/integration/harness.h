@@ -14,7 +14,7 @@ namespace harness {
 
 // A directory removed (recursively) at destruction.
 class TempDir {
-public:
+  public:
     TempDir();
     ~TempDir();
     TempDir(const TempDir&) = delete;
@@ -23,7 +23,7 @@ public:
     std::string file(const std::string& name) const { return path_ + "/" + name; }
     void write(const std::string& name, const std::string& content) const;
 
-private:
+  private:
     std::string path_;
 };
 
@@ -42,7 +42,7 @@ std::string env_path(const char* name, const char* fallback = nullptr);
 
 // tlspolicyd with a config file, started and stopped by this object.
 class Daemon {
-public:
+  public:
     // Writes `config` to dir/tlspolicyd.toml and starts the daemon; waits for READY=1.
     // Throws std::runtime_error (failing the test) if it does not become ready in 10 s.
     Daemon(const TempDir& dir, const std::string& config);
@@ -66,7 +66,7 @@ public:
     std::string log() const;
     const std::string& status() const { return status_; }
 
-private:
+  private:
     std::optional<std::string> wait_notify(const std::string& needle, int timeout_ms);
 
     const TempDir& dir_;
@@ -78,7 +78,7 @@ private:
 
 // A raw client connection (TCP "host:port" or "unix:/path").
 class Client {
-public:
+  public:
     explicit Client(const std::string& address);
     ~Client();
     Client(const Client&) = delete;
@@ -94,7 +94,7 @@ public:
     // Reads until EOF (true) or the timeout (false); received data is appended to `out`.
     bool wait_eof(int timeout_ms, std::string* out = nullptr);
 
-private:
+  private:
     int fd_ = -1;
     std::string buffered_;
     bool eof_ = false;

@@ -21,7 +21,8 @@ protocol = "tcp_table"
 address = "127.0.0.1:0"
 [[listen]]
 protocol = "socketmap"
-address = "unix:)" + sock + R"("
+address = "unix:)" +
+           sock + R"("
 [overrides]
 "dane.example" = "dane-only"
 "sts.example" = "secure match=.sts.example:mx.sts.example servername=hostname"
@@ -56,8 +57,8 @@ TEST_CASE("postmap -q: key → policy over socketmap (inet, unix) and tcp_table"
         {".parent.example", "verify match=.parent.example"},
         {"[relay.example]:587", "encrypt"},
         {"nothing.example", ""},
-        {".dane.example", ""},        // parent-domain probe: never a policy
-        {"[dane.example]", ""},       // explicit next hop without an override
+        {".dane.example", ""},   // parent-domain probe: never a policy
+        {"[dane.example]", ""},  // explicit next hop without an override
         {"[192.0.2.1]", ""},
         {"192.0.2.1", ""},
         {"not a domain", ""},
@@ -86,11 +87,12 @@ TEST_CASE("postmap -q: the socketmap NAME selects a profile, unknown names use [
     // The answer shape for profiles only matters once the engines exist; here we pin that any
     // NAME is accepted and answered the same way for overrides.
     TempDir dir;
-    Daemon d(dir, config(dir.file("sm.sock")) + "[policy.profiles.strict]\nsts_level = \"secure\"\n");
+    Daemon d(dir,
+             config(dir.file("sm.sock")) + "[policy.profiles.strict]\nsts_level = \"secure\"\n");
     for (std::string name : {"postfix", "strict", "whatever"}) {
         CAPTURE(name);
-        const auto res =
-            harness::postmap(dir, "dane.example", "socketmap:inet:" + d.address("socketmap") + ":" + name);
+        const auto res = harness::postmap(dir, "dane.example",
+                                          "socketmap:inet:" + d.address("socketmap") + ":" + name);
         CHECK(res.exit_code == 0);
         CHECK(res.out == "dane-only\n");
     }

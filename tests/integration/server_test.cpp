@@ -37,7 +37,9 @@ const std::string kOverrides = R"(
 "xn--bcher-kva.example" = "encrypt"
 )";
 
-std::string config(const std::string& extra = "") { return kListen + extra + kOverrides; }
+std::string config(const std::string& extra = "") {
+    return kListen + extra + kOverrides;
+}
 
 }  // namespace
 
@@ -56,12 +58,34 @@ TEST_CASE("socketmap: pipelined requests are answered in order on one connection
     CHECK(c.read_until(",") == netstring("OK encrypt"));
 }
 
+TEST_CASE("socketmap and tcp_table: thousands of requests in one write, all answered in order") {
+    TempDir dir;
+    Daemon d(dir, config());
+    constexpr int kRequests = 20000;
+    std::string sm_batch, sm_want, tt_batch, tt_want;
+    for (int i = 0; i < kRequests; ++i) {
+        const bool hit = i % 3 == 0;
+        const std::string key = hit ? "dane.example" : "n" + std::to_string(i) + ".example";
+        sm_batch += netstring("postfix " + key);
+        sm_want += netstring(hit ? "OK dane-only" : "NOTFOUND ");
+        tt_batch += "get " + key + "\n";
+        tt_want += hit ? "200 dane-only\n" : "500 no policy engine configured\n";
+    }
+    Client sm(d.address("socketmap"));
+    sm.send(sm_batch);
+    CHECK(sm.read_bytes(sm_want.size(), 20000) == sm_want);
+    Client tt(d.address("tcp_table"));
+    tt.send(tt_batch);
+    CHECK(tt.read_bytes(tt_want.size(), 20000) == tt_want);
+}
+
 TEST_CASE("socketmap: a request split across many writes is reassembled") {
     TempDir dir;
     Daemon d(dir, config());
     Client c(d.address("socketmap"));
     const std::string req = netstring("postfix dane.example");
-    for (char ch : req) c.send(std::string(1, ch));
+    for (char ch : req)
+        c.send(std::string(1, ch));
     CHECK(c.read_until(",") == netstring("OK dane-only"));
 }
 
@@ -217,7 +241,7 @@ TEST_CASE("unix socket: mode applied, stale file replaced, removed at exit") {
     const std::string cfg = "[[listen]]\nprotocol = \"socketmap\"\naddress = \"unix:" + path +
                             "\"\nmode = \"0660\"\n" + kOverrides;
     auto d = std::make_unique<Daemon>(dir, cfg);
-    struct stat st{};
+    struct stat st {};
     REQUIRE(stat(path.c_str(), &st) == 0);
     CHECK(S_ISSOCK(st.st_mode));
     CHECK((st.st_mode & 0777) == 0660);
@@ -238,7 +262,8 @@ TEST_CASE("unix socket: a path that is not a socket is never replaced") {
     TempDir dir;
     const std::string path = dir.file("not-a-socket");
     dir.write("not-a-socket", "precious");
-    const std::string cfg = "[[listen]]\nprotocol = \"socketmap\"\naddress = \"unix:" + path + "\"\n";
+    const std::string cfg =
+        "[[listen]]\nprotocol = \"socketmap\"\naddress = \"unix:" + path + "\"\n";
     CHECK_THROWS_WITH_AS(Daemon(dir, cfg), doctest::Contains("exists and is not a socket"),
                          std::runtime_error);
     CHECK(std::filesystem::is_regular_file(path));

@@ -99,7 +99,8 @@ TEST_CASE("hex_quote encodes what tcp_table must, keeps the rest readable") {
     CHECK(hex_quote("100%") == "100%25");
     CHECK(hex_quote("a\nb\r\t") == "a%0Ab%0D%09");
     CHECK(hex_quote("\x7f\xc3\xa9") == "%7F%C3%A9");
-    for (std::string s : {std::string("x%y\nz"), std::string("\x01\xff", 2), std::string("plain")}) {
+    for (std::string s :
+         {std::string("x%y\nz"), std::string("\x01\xff", 2), std::string("plain")}) {
         auto back = hex_unquote(hex_quote(s));
         REQUIRE(back.ok());
         CHECK(*back == s);
@@ -158,8 +159,8 @@ TEST_CASE("wire: every outcome maps to socketmap, tcp_table and exit code") {
          "OK secure match=.x.org:mx.x.org", "200 secure match=.x.org:mx.x.org\n", 0},
         {Answer::not_found("no policy"), "NOTFOUND ", "500 no policy\n", 1},
         {Answer::not_found(""), "NOTFOUND ", "500 not found\n", 1},
-        {Answer::temp("MX lookup SERVFAIL"), "TEMP MX lookup SERVFAIL",
-         "400 MX lookup SERVFAIL\n", 75},
+        {Answer::temp("MX lookup SERVFAIL"), "TEMP MX lookup SERVFAIL", "400 MX lookup SERVFAIL\n",
+         75},
         {Answer::timeout("deadline"), "TIMEOUT deadline", "400 deadline\n", 75},
         {Answer::perm("bad"), "PERM bad", "400 bad\n", 75},
         {Answer::temp(""), "TEMP lookup failed", "400 lookup failed\n", 75},

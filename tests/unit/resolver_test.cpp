@@ -13,7 +13,7 @@ namespace {
 
 // An engine that records what it was asked and answers with a fixed answer.
 class FakeEngine : public PolicyEngine {
-public:
+  public:
     std::vector<std::string> asked;
     Answer answer = Answer::found("dane-only", Source::Dane);
     void lookup(const std::string& domain, const PolicySettings&, AnswerCallback done) override {
@@ -61,7 +61,8 @@ TEST_CASE("resolve: domain, key → answer, and whether the engine was asked") {
         {"override.example", Outcome::Found, "encrypt", Source::Override, false},
         {"OVERRIDE.Example.", Outcome::Found, "encrypt", Source::Override, false},
         {"Bücher.example", Outcome::Found, "dane-only", Source::Override, false},
-        {".parent.example", Outcome::Found, "secure match=.parent.example", Source::Override, false},
+        {".parent.example", Outcome::Found, "secure match=.parent.example", Source::Override,
+         false},
         {"[relay.example]:587", Outcome::Found, "verify match=hostname", Source::Override, false},
         {"[RELAY.example]:587", Outcome::Found, "verify match=hostname", Source::Override, false},
         {"other.example", Outcome::Found, "dane-only", Source::Dane, true},
