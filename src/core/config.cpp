@@ -584,10 +584,12 @@ Result<Config> build(const toml::table& root, const Reader& r) {
                 if (!unix_socket && (l.mode || !l.owner.empty() || !l.group.empty()))
                     return r.at(t.source(),
                                 "\"mode\", \"owner\" and \"group\" apply to unix: addresses only");
+                // Port 0 ("any free port") may appear more than once; nothing else may.
+                const bool any_port = !unix_socket && l.endpoint.port == 0;
                 for (const auto& other : cfg.listen)
-                    if (other.endpoint == l.endpoint && l.endpoint.port != 0)
-                        return r.at(t.source(),
-                                    "address " + l.endpoint.to_string() + " is listed twice");
+                    if (other.endpoint == l.endpoint && !any_port)
+                        return r.at(t.source(), "address " + l.endpoint.to_string() +
+                                                    " is listed twice");
                 cfg.listen.push_back(std::move(l));
             }
             if (cfg.listen.empty()) return r.at(node.source(), "at least one [[listen]] is needed");

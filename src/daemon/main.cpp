@@ -51,6 +51,7 @@ struct Daemon {
     bool stopping = false;
 
     void reload() {
+        if (stopping) return;  // the listeners are gone; a reload must not bring them back
         sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
                    static_cast<unsigned long long>(monotonic_usec()));
         auto next = load_config(config_path);

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -77,6 +79,22 @@ TEST_CASE("socketmap and tcp_table: thousands of requests in one write, all answ
     Client tt(d.address("tcp_table"));
     tt.send(tt_batch);
     CHECK(tt.read_bytes(tt_want.size(), 20000) == tt_want);
+}
+
+TEST_CASE("IPv6 listeners") {
+    TempDir dir;
+    Daemon d(dir, "[[listen]]\nprotocol = \"socketmap\"\naddress = \"[::1]:0\"\n"
+                  "[[listen]]\nprotocol = \"tcp_table\"\naddress = \"[::1]:0\"\n" + kOverrides);
+    CHECK(d.address("socketmap").starts_with("[::1]:"));
+    Client sm(d.address("socketmap"));
+    sm.send(netstring("postfix dane.example"));
+    CHECK(sm.read_until(",") == netstring("OK dane-only"));
+    Client tt(d.address("tcp_table"));
+    tt.send("get dane.example\n");
+    CHECK(tt.read_until("\n") == "200 dane-only\n");
+    const auto res = harness::postmap(dir, "dane.example",
+                                      "socketmap:inet:" + d.address("socketmap") + ":postfix");
+    CHECK(res.out == "dane-only\n");
 }
 
 TEST_CASE("socketmap: a request split across many writes is reassembled") {

@@ -153,6 +153,7 @@ TEST_CASE("parse_config: errors name file:line:col and the problem") {
         {"[[listen]]\nprotocol = \"socketmap\"\naddress = \"127.0.0.1:1\"\n[[listen]]\nprotocol = "
          "\"tcp_table\"\naddress = \"127.0.0.1:1\"\n",
          "t.toml:4:1: address 127.0.0.1:1 is listed twice"},
+        {"[[listen]]\nprotocol = \"socketmap\"\naddress = \"unix:/run/a.sock\"\n[[listen]]\nprotocol = \"tcp_table\"\naddress = \"unix:/run/a.sock\"\n", "address unix:/run/a.sock is listed twice"},
         {"listen = []\n", "\"listen\" must be written as [[listen]] tables"},
         {"[policy.profiles]\n\"a:b\" = { tlsrpt = true }\n", "profile name may not contain ':'"},
         // overrides
