@@ -8,7 +8,7 @@ set -euo pipefail
 BUILD_PKGS=(
   build-essential pkg-config meson ninja-build clang clang-format
   libevent-dev libgnutls28-dev libgetdns-dev libsqlite3-dev libtomlplusplus-dev
-  doctest-dev libidn2-dev libsystemd-dev libcurl4-gnutls-dev
+  doctest-dev libidn2-dev libsystemd-dev libcurl4-gnutls-dev dns-root-data
   libclang-rt-14-dev libfuzzer-14-dev
 )
 # Test clients and the hermetic test world.
