@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the meson test suites of the given build directories and prints one summary line,
-# "N passed, N failed", counted over doctest test cases. Exit status: 0 only if all passed.
+# "N passed, N failed", counted over doctest test cases and the checks of script tests
+# (which print "name: N passed, N failed"). Exit status: 0 only if all passed.
 set -uo pipefail
 passed=0
 failed=0
@@ -13,7 +14,9 @@ for dir in "$@"; do
   while read -r p f; do
     passed=$((passed + p))
     failed=$((failed + f))
-  done < <(sed -n 's/.*\[doctest\] test cases: *[0-9]* *| *\([0-9]*\) passed *| *\([0-9]*\) failed.*/\1 \2/p' "$log")
+  done < <(sed -n \
+    -e 's/.*\[doctest\] test cases: *[0-9]* *| *\([0-9]*\) passed *| *\([0-9]*\) failed.*/\1 \2/p' \
+    -e 's/^[a-z-]*: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log")
 done
 [ $status -ne 0 ] && [ $failed -eq 0 ] && failed=1  # a crash before doctest's summary
 echo "tests: $passed passed, $failed failed"
