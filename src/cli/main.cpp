@@ -1,5 +1,4 @@
 // tlspolicy: the command-line tool (check-config, query).
-#include <getopt.h>
 
 #include <cstdio>
 #include <cstring>
@@ -13,6 +12,7 @@
 #include "util/domain.h"
 #include "util/json.h"
 #include "util/log.h"
+#include "util/options.h"
 
 using namespace tlspolicy;
 
@@ -140,35 +140,18 @@ int query(const std::string& path, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string config_path;
-    static const option longopts[] = {{"config", required_argument, nullptr, 'c'},
-                                      {"help", no_argument, nullptr, 'h'},
-                                      {"version", no_argument, nullptr, 'V'},
-                                      {nullptr, 0, nullptr, 0}};
-    // '+': stop at the command, so its own options are left to it.
-    for (int c; (c = getopt_long(argc, argv, "+c:hV", longopts, nullptr)) != -1;) {
-        switch (c) {
-            case 'c':
-                config_path = optarg;
-                break;
-            case 'h':
-                usage(stdout);
-                return 0;
-            case 'V':
-                std::printf("tlspolicy %s\n", TLSPOLICY_VERSION);
-                return 0;
-            default:
-                usage(stderr);
-                return kExitUsage;
-        }
-    }
-    if (optind >= argc) {
+    // Stop at the command, so its own options are left to it.
+    auto parsed = parse_common_options(argc, argv, "tlspolicy", true, usage);
+    if (const int* code = std::get_if<int>(&parsed)) return *code;
+    std::string config_path = std::get<CommonOptions>(parsed).config_path;
+    const int first = std::get<CommonOptions>(parsed).next;
+    if (first >= argc) {
         usage(stderr);
         return kExitUsage;
     }
-    const std::string command = argv[optind];
-    const int rest = argc - optind - 1;
-    char** args = argv + optind + 1;
+    const std::string command = argv[first];
+    const int rest = argc - first - 1;
+    char** args = argv + first + 1;
     // Config options may also follow the command: "tlspolicy check-config -c FILE".
     std::vector<char*> filtered;
     for (int i = 0; i < rest; ++i) {

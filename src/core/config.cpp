@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
 #include <variant>
 
 #include <toml++/toml.h>
@@ -49,11 +50,22 @@ struct KeySpec {
 const std::string& str(const Value& v) {
     return std::get<std::string>(v);
 }
-int64_t num(const Value& v) {
-    return std::get<int64_t>(v);
+
+// Setter for a key that needs no check beyond its type and range: stores the value into
+// (config.*Section).*Field.
+template <auto Section, auto Field>
+Status set_field(Config& c, const Value& v) {
+    auto& field = (c.*Section).*Field;
+    field = std::get<std::remove_cvref_t<decltype(field)>>(v);
+    return {};
 }
-bool flag(const Value& v) {
-    return std::get<bool>(v);
+
+// The same for a field directly in Target.
+template <class Target, auto Field>
+Status set_member(Target& t, const Value& v) {
+    auto& field = t.*Field;
+    field = std::get<std::remove_cvref_t<decltype(field)>>(v);
+    return {};
 }
 
 // systemd's StateDirectory= sets STATE_DIRECTORY; `make run` uses it for a local directory.
@@ -92,10 +104,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               {},
               "Concurrent client connections; beyond it new connections wait in the kernel's "
               "listen queue (back-pressure) instead of being refused.",
-              [](Config& c, const Value& v) -> Status {
-                  c.server.max_connections = num(v);
-                  return {};
-              }},
+              &set_field<&Config::server, &Config::Server::max_connections>},
              {"idle_timeout",
               Type::Int,
               int64_t{300},
@@ -105,10 +114,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               "Seconds a connection may stay idle before it is closed. Postfix's socketmap "
               "client closes idle connections after 10 s itself; its tcp_table client never "
               "does and pays a 1 s pause when the server closed first, so keep this long.",
-              [](Config& c, const Value& v) -> Status {
-                  c.server.idle_timeout = num(v);
-                  return {};
-              }},
+              &set_field<&Config::server, &Config::Server::idle_timeout>},
              {"max_pipelined",
               Type::Int,
               int64_t{64},
@@ -117,10 +123,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               {},
               "Requests read ahead per connection while earlier answers are pending; beyond "
               "it the connection is not read until answers have been written.",
-              [](Config& c, const Value& v) -> Status {
-                  c.server.max_pipelined = num(v);
-                  return {};
-              }},
+              &set_field<&Config::server, &Config::Server::max_pipelined>},
              {"drain_timeout",
               Type::Int,
               int64_t{10},
@@ -128,10 +131,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               600,
               {},
               "Seconds SIGTERM waits for requests in progress before the daemon exits.",
-              [](Config& c, const Value& v) -> Status {
-                  c.server.drain_timeout = num(v);
-                  return {};
-              }},
+              &set_field<&Config::server, &Config::Server::drain_timeout>},
          }},
         {"log",
          {
@@ -171,10 +171,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               0,
               {},
               "DNSSEC trust anchors (DS or DNSKEY records in zone-file format).",
-              [](Config& c, const Value& v) -> Status {
-                  c.dns.trust_anchor_file = str(v);
-                  return {};
-              }},
+              &set_field<&Config::dns, &Config::Dns::trust_anchor_file>},
              {"timeout_ms",
               Type::Int,
               int64_t{5000},
@@ -182,10 +179,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               60000,
               {},
               "Timeout of one DNS query, in milliseconds.",
-              [](Config& c, const Value& v) -> Status {
-                  c.dns.timeout_ms = num(v);
-                  return {};
-              }},
+              &set_field<&Config::dns, &Config::Dns::timeout_ms>},
          }},
         {"mta_sts",
          {
@@ -196,10 +190,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               0,
               {},
               "PEM file of CAs for MTA-STS policy hosts; empty: the system trust store.",
-              [](Config& c, const Value& v) -> Status {
-                  c.mta_sts.ca_file = str(v);
-                  return {};
-              }},
+              &set_field<&Config::mta_sts, &Config::MtaSts::ca_file>},
              {"https_port",
               Type::Int,
               int64_t{443},
@@ -207,10 +198,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               65535,
               {},
               "Port of MTA-STS policy hosts. Only test worlds change it.",
-              [](Config& c, const Value& v) -> Status {
-                  c.mta_sts.https_port = num(v);
-                  return {};
-              }},
+              &set_field<&Config::mta_sts, &Config::MtaSts::https_port>},
              {"allow_private_addresses",
               Type::Bool,
               false,
@@ -219,10 +207,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               {},
               "Allow policy hosts on loopback, private and other special addresses (a recipient "
               "domain could otherwise aim the fetcher at internal services).",
-              [](Config& c, const Value& v) -> Status {
-                  c.mta_sts.allow_private_addresses = flag(v);
-                  return {};
-              }},
+              &set_field<&Config::mta_sts, &Config::MtaSts::allow_private_addresses>},
          }},
         {"cache",
          {
@@ -246,10 +231,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               31557600,
               {},
               "Shortest lifetime, in seconds, of a DNS-derived answer.",
-              [](Config& c, const Value& v) -> Status {
-                  c.cache.min_ttl = num(v);
-                  return {};
-              }},
+              &set_field<&Config::cache, &Config::Cache::min_ttl>},
              {"max_ttl",
               Type::Int,
               int64_t{86400},
@@ -257,10 +239,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               31557600,
               {},
               "Longest lifetime, in seconds, of a DNS-derived answer.",
-              [](Config& c, const Value& v) -> Status {
-                  c.cache.max_ttl = num(v);
-                  return {};
-              }},
+              &set_field<&Config::cache, &Config::Cache::max_ttl>},
              {"negative_ttl",
               Type::Int,
               int64_t{1800},
@@ -268,10 +247,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               31557600,
               {},
               "Lifetime, in seconds, of a not-found answer without an SOA minimum.",
-              [](Config& c, const Value& v) -> Status {
-                  c.cache.negative_ttl = num(v);
-                  return {};
-              }},
+              &set_field<&Config::cache, &Config::Cache::negative_ttl>},
              {"stale_ttl",
               Type::Int,
               int64_t{3600},
@@ -279,10 +255,7 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               31557600,
               {},
               "Seconds a DANE answer may be served past its expiry while refreshes fail.",
-              [](Config& c, const Value& v) -> Status {
-                  c.cache.stale_ttl = num(v);
-                  return {};
-              }},
+              &set_field<&Config::cache, &Config::Cache::stale_ttl>},
          }},
     };
     return t;
@@ -321,10 +294,7 @@ const std::vector<KeySpec<PolicySettings>>& policy_table() {
          0,
          {},
          "Append Postfix >= 3.10 TLSRPT attributes (Postfix <= 3.9 rejects them and defers).",
-         [](PolicySettings& p, const Value& v) -> Status {
-             p.tlsrpt = flag(v);
-             return {};
-         }},
+         &set_member<PolicySettings, &PolicySettings::tlsrpt>},
     };
     return t;
 }
@@ -389,10 +359,7 @@ const std::vector<KeySpec<ListenConfig>>& listen_table() {
          0,
          {},
          "Unix sockets: owning user (the daemon must run as root to set it).",
-         [](ListenConfig& l, const Value& v) -> Status {
-             l.owner = str(v);
-             return {};
-         }},
+         &set_member<ListenConfig, &ListenConfig::owner>},
         {"group",
          Type::String,
          std::string(),
@@ -400,10 +367,7 @@ const std::vector<KeySpec<ListenConfig>>& listen_table() {
          0,
          {},
          "Unix sockets: owning group (the daemon must run as root to set it).",
-         [](ListenConfig& l, const Value& v) -> Status {
-             l.group = str(v);
-             return {};
-         }},
+         &set_member<ListenConfig, &ListenConfig::group>},
     };
     return t;
 }
@@ -588,8 +552,8 @@ Result<Config> build(const toml::table& root, const Reader& r) {
                 const bool any_port = !unix_socket && l.endpoint.port == 0;
                 for (const auto& other : cfg.listen)
                     if (other.endpoint == l.endpoint && !any_port)
-                        return r.at(t.source(), "address " + l.endpoint.to_string() +
-                                                    " is listed twice");
+                        return r.at(t.source(),
+                                    "address " + l.endpoint.to_string() + " is listed twice");
                 cfg.listen.push_back(std::move(l));
             }
             if (cfg.listen.empty()) return r.at(node.source(), "at least one [[listen]] is needed");

@@ -1,5 +1,4 @@
 // tlspolicyd: serves Postfix smtp_tls_policy_maps (socketmap, tcp_table) until SIGTERM.
-#include <getopt.h>
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -13,6 +12,7 @@
 #include "server/server.h"
 #include "util/event.h"
 #include "util/log.h"
+#include "util/options.h"
 
 using namespace tlspolicy;
 
@@ -84,28 +84,10 @@ struct Daemon {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string config_path;
-    static const option longopts[] = {{"config", required_argument, nullptr, 'c'},
-                                      {"help", no_argument, nullptr, 'h'},
-                                      {"version", no_argument, nullptr, 'V'},
-                                      {nullptr, 0, nullptr, 0}};
-    for (int c; (c = getopt_long(argc, argv, "c:hV", longopts, nullptr)) != -1;) {
-        switch (c) {
-            case 'c':
-                config_path = optarg;
-                break;
-            case 'h':
-                usage(stdout);
-                return 0;
-            case 'V':
-                std::printf("tlspolicyd %s\n", TLSPOLICY_VERSION);
-                return 0;
-            default:
-                usage(stderr);
-                return 64;
-        }
-    }
-    if (optind != argc) {
+    auto parsed = parse_common_options(argc, argv, "tlspolicyd", false, usage);
+    if (const int* code = std::get_if<int>(&parsed)) return *code;
+    const std::string config_path = std::get<CommonOptions>(parsed).config_path;
+    if (std::get<CommonOptions>(parsed).next != argc) {
         usage(stderr);
         return 64;
     }
