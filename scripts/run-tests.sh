@@ -1,23 +1,63 @@
 #!/usr/bin/env bash
-# Runs the meson test suites of the given build directories and prints one summary line,
+# Runs the meson test suites of the given build directories around one hermetic test world
+# (tests/world: DNS, HTTPS and SMTP servers on loopback, started first, stopped last even on
+# failure or Ctrl-C; its directory is exported as WORLD) and prints one summary line,
 # "N passed, N failed", counted over doctest test cases and the checks of script tests
-# (which print "name: N passed, N failed"). Exit status: 0 only if all passed.
+# (which print "name: N passed, N failed"). The world check runs with the first build only.
+# Exit status: 0 only if all passed and nothing of the world is left running.
 set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 passed=0
 failed=0
 status=0
-for dir in "$@"; do
-  echo "== tests in $dir"
-  if ! meson test -C "$dir" --print-errorlogs; then status=1; fi
-  log="$dir/meson-logs/testlog.txt"
-  # doctest prints "[doctest] test cases: N | N passed | N failed | ..." per test binary.
+
+WORLD=$(mktemp -d /tmp/tlspolicyd-world.XXXXXX)
+export WORLD
+world_pids=""
+stop_world() {
+  "$root/tests/world/stop-world.sh" "$WORLD"
+  if [ "${KEEP_WORLD:-0}" = 1 ]; then echo "world kept in $WORLD"; else rm -rf "$WORLD"; fi
+}
+trap stop_world EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+count() {  # count LOGFILE: add its doctest / script summaries to the totals
+  local p f
   while read -r p f; do
     passed=$((passed + p))
     failed=$((failed + f))
   done < <(sed -n \
     -e 's/.*\[doctest\] test cases: *[0-9]* *| *\([0-9]*\) passed *| *\([0-9]*\) failed.*/\1 \2/p' \
-    -e 's/^[a-z-]*: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log")
+    -e 's/^[a-z-]*: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$1")
+}
+
+echo "== test world in $WORLD"
+if /usr/bin/python3 "$root/tests/world/world.py" start "$WORLD" >/dev/null; then
+  world_pids=$(awk '{print $1}' "$WORLD/pids")
+else
+  echo "test world failed to start"
+  status=1
+  failed=$((failed + 1))
+fi
+
+first=1
+for dir in "$@"; do
+  [ $status -eq 0 ] || [ -n "$world_pids" ] || break
+  echo "== tests in $dir"
+  args=(--print-errorlogs)
+  [ $first -eq 1 ] || args+=(--no-suite world)
+  first=0
+  if ! meson test -C "$dir" "${args[@]}"; then status=1; fi
+  count "$dir/meson-logs/testlog.txt"
 done
+
+if [ -n "$world_pids" ]; then
+  "$root/tests/world/stop-world.sh" "$WORLD"
+  out=$("$root/tests/world/teardown-check.sh" "$WORLD" $world_pids) || status=1
+  echo "$out"
+  tmp=$(mktemp); printf '%s\n' "$out" > "$tmp"; count "$tmp"; rm -f "$tmp"
+fi
 [ $status -ne 0 ] && [ $failed -eq 0 ] && failed=1  # a crash before doctest's summary
 echo "tests: $passed passed, $failed failed"
 exit $status

@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+"""Check a running test world against the scenario table, row by row.
+
+Usage: check-world.py WORLD [NAME...]     (WORLD as started by world.py; NAMEs limit the rows)
+Prints "ok   ..." / "FAIL ..." per check and "world-check: N passed, M failed"; exit 1 on failure.
+
+DNS: every "NAME TYPE STATUS" of a row's `dns` list is asked twice: with getdns (stub mode,
+CD=1, validating itself against the fake root's anchor) through the resolver the daemon is
+configured with (the front relay before unbound, see dns/failserver.py), and with a plain query
+to unbound (its own validation: AD bit, SERVFAIL for bogus; a timeout may show as SERVFAIL).  HTTPS and SMTP rows are checked by the https/ and smtp/ piece modules.
+"""
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import world  # noqa: E402
+
+TIMEOUT_MS = 2000
+TYPES = {"A": 1, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28, "TLSA": 52}
+DNSSEC = {400: "secure", 401: "bogus", 402: "indeterminate", 403: "insecure"}
+
+
+def getdns_view(env, name, qtype):
+    """(status words, detail) as getdns sees NAME/QTYPE through unbound."""
+    argv = ["getdns_query", "-s", "@" + env["RESOLVER"], "-f", env["ANCHOR"], "-t",
+            str(TIMEOUT_MS), "+dnssec_return_status", "+dnssec_return_all_statuses", "-j",
+            name, qtype]
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=TIMEOUT_MS / 1000 + 5)
+    except subprocess.TimeoutExpired:
+        return "getdns-hang", "getdns_query did not return"
+    try:
+        d = json.loads(r.stdout)
+    except ValueError:
+        return "unparsable", (r.stdout + r.stderr)[:200]
+    if d.get("status") == 902 or not d.get("replies_tree"):
+        return "timeout", "status %s" % d.get("status")
+    rep = d["replies_tree"][0]
+    rcode = rep["header"]["rcode"]
+    if rcode == 2:
+        return "servfail", "rcode 2"
+    words = DNSSEC.get(rep.get("dnssec_status"), "status-%s" % rep.get("dnssec_status"))
+    n = sum(1 for rr in rep.get("answer", []) if rr.get("type") == TYPES[qtype])
+    if rcode == 3:
+        words += " nxdomain"
+    elif rcode == 0 and n == 0:
+        words += " nodata"
+    elif rcode != 0:
+        words += " rcode-%d" % rcode
+    links = sum(1 for rr in rep.get("answer", []) if rr.get("type") == 5)
+    if links:
+        words += " cname=%d" % links
+    return words, "rcode %d, %d %s" % (rcode, n, qtype)
+
+
+def unbound_view(env, name, qtype):
+    """probe.py output: 'rcode=N ad=N answers=N', or 'timeout'."""
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "dns", "probe.py"), "--query",
+                        name, qtype, env["UNBOUND"]], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=10)
+    return r.stdout.strip() if r.returncode == 0 else "timeout"
+
+
+def unbound_agrees(want, got):
+    """Does unbound's own validation fit the status the row wants?"""
+    status = want.split()[0]
+    m = re.match(r"rcode=(\d+) ad=(\d)", got)
+    if status in ("timeout", "servfail"):
+        return got == "timeout" or (m is not None and m.group(1) == "2")
+    if m is None:
+        return False
+    rcode, ad = int(m.group(1)), int(m.group(2))
+    if status == "bogus":
+        return rcode == 2
+    want_rcode = 3 if want.endswith("nxdomain") else 0
+    return rcode == want_rcode and ad == (1 if status == "secure" else 0)
+
+
+def dns_check(env, row, line):
+    name, qtype, want = line.split(None, 2)
+    got, detail = getdns_view(env, name, qtype)
+    ub = unbound_view(env, name, qtype)
+    if "cname=" not in want:  # CNAME links are compared only where the row counts them
+        got = re.sub(r" cname=\d+", "", got)
+    ok = got == want and unbound_agrees(re.sub(r" cname=\d+", "", want), ub)
+    return ok, "dns %s: %s %s: getdns %s (%s), unbound %s; want %s" % (
+        row["name"], name, qtype, got, detail, ub, want)
+
+
+def zone_addresses(w):
+    """Every address record the world serves is on loopback (nothing can leave the machine)."""
+    bad = []
+    for f in sorted(os.listdir(w.path("zones"))):
+        with open(w.path("zones", f)) as z:
+            for line in z:
+                m = re.search(r"\sIN\s+(A|AAAA)\s+(\S+)", line)
+                if m and not (m.group(2).startswith("127.") or m.group(2) == "::1"):
+                    bad.append("%s: %s" % (f, line.strip()))
+    return [(not bad, "zones: every A/AAAA record is on loopback%s" % (
+        "" if not bad else ": " + "; ".join(bad[:3])))]
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    w = world.World(argv[1])
+    env = w.load_env()
+    rows = w.table["scenario"]
+    if len(argv) > 2:
+        rows = [r for r in rows if r["name"] in argv[2:]]
+        if not rows:
+            sys.exit("check-world: no such scenario")
+    mods = world.pieces()
+    results = zone_addresses(w) if len(argv) == 2 else []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        futs = []
+        for row in rows:
+            for line in row.get("dns", []):
+                futs.append(pool.submit(dns_check, env, row, line))
+            for m in mods:
+                futs.append(pool.submit(m.check, w, row))
+        for f in futs:
+            r = f.result()
+            results += r if isinstance(r, list) else [r]
+    npass = sum(1 for ok, _ in results if ok)
+    for ok, msg in results:
+        print("%s %s" % ("ok  " if ok else "FAIL", msg))
+    print("world-check: %d passed, %d failed" % (npass, len(results) - npass))
+    return 0 if npass == len(results) and results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
