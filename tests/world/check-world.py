@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -93,6 +94,53 @@ def dns_check(env, row, line):
         row["name"], name, qtype, got, detail, ub, want)
 
 
+def txt_of(env, name):
+    r = subprocess.run(["getdns_query", "-s", "@" + env["RESOLVER"], "-j", name, "TXT"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    try:
+        rep = json.loads(r.stdout)["replies_tree"][0]
+    except (ValueError, KeyError, IndexError):
+        return []
+    return sorted(b"".join(bytes(x) if isinstance(x, list) else x.encode()
+                           for x in rr["rdata"]["txt_strings"]).decode()
+                  for rr in rep.get("answer", []) if rr.get("type") == 16)
+
+
+def wanted_txt(w, row, records):
+    """TXT strings the row's `_mta-sts` records publish (concatenated, quotes removed)."""
+    out = []
+    for line in records:
+        if line.startswith("_mta-sts") and " TXT " in line:
+            out.append("".join(re.findall(r'"([^"]*)"', line)))
+    return sorted(out)
+
+
+def flip_check(w, env, row, mods):
+    """Rows with `after`: flip the world there and back; each time the resolver must show the
+    new _mta-sts TXT within 5 s (TTL 1) and the policy server the new policy."""
+    results = []
+    name = "_mta-sts." + row["domain"] + "."
+    for state, src in (("after", row["after"]), ("before", row)):
+        r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "world.py"), "flip", w.out,
+                            row["name"], state], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+        want = wanted_txt(w, row, src.get("records", []))
+        deadline = time.time() + 5
+        got = txt_of(env, name)
+        while got != want and time.time() < deadline:
+            time.sleep(0.1)
+            got = txt_of(env, name)
+        results.append((r.returncode == 0 and got == want,
+                        "flip %s %s: TXT %s, want %s %s" % (row["name"], state, got, want,
+                                                            r.stdout.strip())))
+        if "sts" in src:
+            shown = dict(row, sts=dict(row["sts"], **src["sts"]))
+            for m in mods:
+                results += [(ok, "flip %s %s: %s" % (row["name"], state, msg))
+                            for ok, msg in m.check(w, shown)]
+    return results
+
+
 def zone_addresses(w):
     """Every address record the world serves is on loopback (nothing can leave the machine)."""
     bad = []
@@ -128,6 +176,9 @@ def main(argv):
         for f in futs:
             r = f.result()
             results += r if isinstance(r, list) else [r]
+    for row in rows:  # these change the world, so one at a time, after the rest
+        if "after" in row:
+            results += flip_check(w, env, row, mods)
     npass = sum(1 for ok, _ in results if ok)
     for ok, msg in results:
         print("%s %s" % ("ok  " if ok else "FAIL", msg))

@@ -4,8 +4,10 @@
 Usage:
   world.py start WORLD [--table FILE]   generate everything into WORLD, start the servers,
                                         wait until they answer, write WORLD/world.env, print it
-  world.py flip WORLD NAME              switch scenario NAME to its `after` state (zone re-signed,
-                                        nsd reloaded, policy file rewritten)
+  world.py flip WORLD NAME [after|before]
+                                        switch scenario NAME to its `after` state (or back): zone
+                                        re-signed with the same keys, nsd reloaded, policy
+                                        rewritten; returns once nsd serves the new zone
 Stop with tests/world/stop-world.sh WORLD (signals only the PIDs listed in WORLD/pids).
 
 Pieces: DNS (this file + dns/: nsd authoritative for a fake signed root, validating unbound,
@@ -16,6 +18,7 @@ Standard library only (Debian's /usr/bin/python3).
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -261,6 +264,36 @@ def zone_records(w, zone, records, names):
     return out
 
 
+def write_zone(w, z, sign, recs, names, info, serial, netns):
+    """Write zone Z (records RECS plus SOA, NS, delegations with DS) to WORLD/zones, signed per
+    SIGN with the keys in WORLD/keys; returns the served file's path."""
+    apex = z if z != "." else ""
+    lines = ["$ORIGIN %s" % z, "$TTL %d" % TTL,
+             "@ SOA ns.%s hostmaster.%s %d 3600 600 86400 %d" % (apex, apex, serial, TTL),
+             "@ NS ns.%s" % apex, "ns.%s A 127.0.0.1" % apex]
+    for c in sorted(names):
+        if c != z and parent_zone(c, names) == z:
+            lines += ["%s NS ns.%s" % (c, c), "ns.%s A 127.0.0.1" % c]
+            if "ds" in info.get(c, {}):
+                lines.append(info[c]["ds"].strip())
+    lines += zone_records(w, z, recs, names)
+    src = w.path("zwork", fname(z) + ".zone")
+    with open(src, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    dst = w.path("zones", fname(z) + ".zone")
+    tmp = dst + ".new"
+    if sign == "none":
+        shutil.copy(src, tmp)
+    else:
+        cmd = ["dnssec-signzone", "-q", "-S", "-K", w.path("keys"), "-o", z, "-f", tmp, "-a",
+               "-O", "text"]
+        if sign == "expired":
+            cmd += ["-s", "20200101000000", "-e", "20200201000000", "-P"]
+        _run(cmd + [src], w.path("zwork"), netns)
+    os.replace(tmp, dst)  # nsd never reads a half-written zone
+    return dst
+
+
 def gen_zones(w):
     netns = subprocess.run(["unshare", "-n", "true"], stderr=subprocess.DEVNULL).returncode == 0
     zdir, kdir, wdir = w.path("zones"), w.path("keys"), w.path("zwork")
@@ -291,29 +324,10 @@ def gen_zones(w):
     for z, sign, recs in plan:
         if sign in ("blackhole", "servfail"):
             continue
-        apex = z if z != "." else ""
-        lines = ["$ORIGIN %s" % z, "$TTL %d" % TTL,
-                 "@ SOA ns.%s hostmaster.%s 1 3600 600 86400 %d" % (apex, apex, TTL),
-                 "@ NS ns.%s" % apex, "ns.%s A 127.0.0.1" % apex]
-        for c in names:
-            if c != z and parent_zone(c, names) == z:
-                lines += ["%s NS ns.%s" % (c, c), "ns.%s A 127.0.0.1" % c]
-                if "ds" in info[c]:
-                    lines.append(info[c]["ds"].strip())
-        lines += zone_records(w, z, recs, names)
-        src = os.path.join(wdir, fname(z) + ".zone")
-        with open(src, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        dst = os.path.join(zdir, fname(z) + ".zone")
-        if sign == "none":
-            shutil.copy(src, dst)
-        else:
-            cmd = ["dnssec-signzone", "-q", "-S", "-K", kdir, "-o", z, "-f", dst, "-a",
-                   "-O", "text"]
-            if sign == "expired":
-                cmd += ["-s", "20200101000000", "-e", "20200201000000", "-P"]
-            _run(cmd + [src], wdir, netns)
-        served.append((z, dst))
+        if "ds" in info[z]:  # kept for flip(), which re-signs one zone with the same keys
+            with open(os.path.join(kdir, fname(z) + ".ds"), "w") as f:
+                f.write(info[z]["ds"])
+        served.append((z, write_zone(w, z, sign, recs, names, info, 1, netns)))
 
     with open(w.path("anchor.ds"), "w") as f:
         f.write(info["."]["ds"])
@@ -520,17 +534,79 @@ def start(w):
         print("%s=%s" % (k, v))
 
 
+def soa_serial(port, zone):
+    """SOA serial of ZONE as 127.0.0.1@PORT serves it (UDP, one try), or None."""
+    import struct
+    q = struct.pack("!HHHHHH", 0x5157, 0, 1, 0, 0, 0)
+    for label in zone.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack("!HH", 6, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(0.5)
+        u.sendto(q, ("127.0.0.1", port))
+        try:
+            r = u.recv(4096)
+        except OSError:
+            return None
+    if len(r) < 12 or struct.unpack("!H", r[6:8])[0] < 1:
+        return None
+    i = len(q)  # the answer's owner is a pointer (2 bytes) or the full name
+    i += 2 if r[i] & 0xC0 else len(q) - 12 - 4
+    rdata = r[i + 10:]
+    j = 0
+    for _ in range(2):  # MNAME, RNAME
+        while rdata[j] and not rdata[j] & 0xC0:
+            j += rdata[j] + 1
+        j += 2 if rdata[j] & 0xC0 else 1
+    return struct.unpack("!I", rdata[j:j + 4])[0]
+
+
+def flip(w, name, state="after"):
+    """Switch scenario NAME to what it publishes `after` (or `before`, as generated)."""
+    rows = [r for r in w.table["scenario"] if r["name"] == name]
+    if not rows or "after" not in rows[0] or "sign" not in rows[0]:
+        raise WorldError("flip: no scenario %r with `after` and its own zone" % name)
+    row = rows[0]
+    src = row["after"] if state == "after" else row
+    zone = row["domain"].lower() + "."
+    names = {z for z, _, _ in zone_plan(w)}
+    info = {}
+    for c in names:
+        ds = w.path("keys", fname(c) + ".ds")
+        if os.path.exists(ds):
+            with open(ds) as f:
+                info[c] = {"ds": f.read()}
+    netns = subprocess.run(["unshare", "-n", "true"], stderr=subprocess.DEVNULL).returncode == 0
+    serial = int(time.time() * 10) % 2**31
+    write_zone(w, zone, row["sign"], src.get("records", []), names, info, serial, netns)
+    with open(w.path("nsd", "nsd.pid")) as f:
+        os.kill(int(f.read().split()[0]), signal.SIGHUP)
+    deadline = time.time() + 10
+    while soa_serial(w.ports["nsd"], zone) != serial:
+        if time.time() > deadline:
+            raise WorldError("flip: nsd did not load serial %d of %s" % (serial, zone))
+        time.sleep(0.05)
+    if "sts" in src:
+        mods = {m.__name__: m for m in pieces()}
+        if "https" in mods:
+            sts = dict(src["sts"])
+            for k, v in (("server", "nginx"), ("cert", "web"), ("status", 200),
+                         ("content_type", "text/plain"), ("transfer", "length")):
+                sts.setdefault(k, v)
+            mods["https"].write_policy(w, row, sts)
+    print("flip: %s is now %s (zone serial %d)" % (name, state, serial))
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "start":
         table = DEFAULT_TABLE
         if len(argv) == 5 and argv[3] == "--table":
             table = argv[4]
         start(World(argv[2], table))
-    elif len(argv) == 4 and argv[1] == "flip":
-        import flip
+    elif len(argv) in (4, 5) and argv[1] == "flip":
         w = World(argv[2])
         w.load_env()
-        flip.flip(w, argv[3])
+        flip(w, argv[3], argv[4] if len(argv) == 5 else "after")
     else:
         sys.exit(__doc__)
 
