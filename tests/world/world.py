@@ -15,6 +15,7 @@ never-answering and SERVFAIL servers), PKI (pki.py), HTTPS (https/), SMTP (smtp/
 module offers generate(w), start(w), wait_ready(w, deadline), env(w) and check(w, row).
 Standard library only (Debian's /usr/bin/python3).
 """
+import concurrent.futures
 import os
 import re
 import shutil
@@ -308,9 +309,8 @@ def gen_zones(w):
         cmd = ["dnssec-keygen", "-q", "-K", directory, "-a", ALG, "-n", "ZONE", "-L", str(TTL)]
         return _run(cmd + (["-f", "KSK"] if ksk else []) + [zone], directory, netns).strip()
 
-    for z, sign, _ in plan:
-        if sign not in ("ok", "expired", "badds"):
-            continue
+    def make_keys(z):
+        sign = info[z]["sign"]
         info[z]["ksk"] = keygen(kdir, z, True)
         info[z]["zsk"] = keygen(kdir, z, False)
         keyfile = os.path.join(kdir, info[z]["ksk"] + ".key")
@@ -319,15 +319,17 @@ def gen_zones(w):
             os.makedirs(stray)
             keyfile = os.path.join(stray, keygen(stray, z, True) + ".key")
         info[z]["ds"] = _run(["dnssec-dsfromkey", "-2", keyfile], wdir, netns)
+        # kept for flip(), which re-signs one zone with the same keys
+        with open(os.path.join(kdir, fname(z) + ".ds"), "w") as f:
+            f.write(info[z]["ds"])
 
-    served = []
-    for z, sign, recs in plan:
-        if sign in ("blackhole", "servfail"):
-            continue
-        if "ds" in info[z]:  # kept for flip(), which re-signs one zone with the same keys
-            with open(os.path.join(kdir, fname(z) + ".ds"), "w") as f:
-                f.write(info[z]["ds"])
-        served.append((z, write_zone(w, z, sign, recs, names, info, 1, netns)))
+    # Keys first (a parent's zone holds its children's DS); signing zones is independent.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
+        list(pool.map(make_keys, [z for z, s, _ in plan if s in ("ok", "expired", "badds")]))
+        todo = [(z, s, r) for z, s, r in plan if s not in ("blackhole", "servfail")]
+        paths = list(pool.map(lambda p: write_zone(w, p[0], p[1], p[2], names, info, 1, netns),
+                              todo))
+    served = [(z, path) for (z, _, _), path in zip(todo, paths)]
 
     with open(w.path("anchor.ds"), "w") as f:
         f.write(info["."]["ds"])
