@@ -141,6 +141,30 @@ def flip_check(w, env, row, mods):
     return results
 
 
+def sts_host_check(env, row):
+    """The daemon finds the row's policy server through DNS: mta-sts.<domain> must resolve to
+    the address that server listens on (with the DNSSEC status of the row's zone)."""
+    host = "mta-sts." + row["domain"]
+    r = subprocess.run(["getdns_query", "-s", "@" + env["RESOLVER"], "-f", env["ANCHOR"],
+                        "+dnssec_return_status", "+dnssec_return_all_statuses", "-j", host, "A"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    try:
+        rep = json.loads(r.stdout)["replies_tree"][0]
+        got = (DNSSEC.get(rep.get("dnssec_status")),
+               sorted(rr["rdata"]["ipv4_address"] for rr in rep["answer"] if rr["type"] == 1))
+    except (ValueError, KeyError, IndexError):
+        got = None
+    status = {"ok": "secure", "none": "insecure"}.get(row.get("sign", "none"), "bogus")
+    want = (status, [world.sts_addr(row["sts"])])
+    return got == want, "dns %s: %s A %s, want %s" % (row["name"], host, got, want)
+
+
+def coverage(rows):
+    """Every row is checked against the world, itself or through a row for the same domain."""
+    checked = {r["domain"] for r in rows if r.get("dns") or r.get("smtp") or r.get("sts")}
+    return [(r["domain"] in checked, "table %s: has a world check" % r["name"]) for r in rows]
+
+
 def zone_addresses(w):
     """Every address record the world serves is on loopback (nothing can leave the machine)."""
     bad = []
@@ -165,12 +189,14 @@ def main(argv):
         if not rows:
             sys.exit("check-world: no such scenario")
     mods = world.pieces()
-    results = zone_addresses(w) if len(argv) == 2 else []
+    results = zone_addresses(w) + coverage(rows) if len(argv) == 2 else []
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         futs = []
         for row in rows:
             for line in row.get("dns", []):
                 futs.append(pool.submit(dns_check, env, row, line))
+            if "sts" in row:
+                futs.append(pool.submit(sts_host_check, env, row))
             for m in mods:
                 futs.append(pool.submit(m.check, w, row))
         for f in futs:
