@@ -206,7 +206,7 @@ def main(argv):
         if "after" in row:
             results += flip_check(w, env, row, mods)
     npass = sum(1 for ok, _ in results if ok)
-    for ok, msg in results:
+    for ok, msg in sorted(results, key=lambda r: r[0], reverse=True):  # failures last
         print("%s %s" % ("ok  " if ok else "FAIL", msg))
     print("world-check: %d passed, %d failed" % (npass, len(results) - npass))
     return 0 if npass == len(results) and results else 1
