@@ -26,6 +26,22 @@ TYPES = {"A": 1, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28, "TLSA": 52}
 DNSSEC = {400: "secure", 401: "bogus", 402: "indeterminate", 403: "insecure"}
 
 
+def getdns_json(text):
+    """getdns_query -j output as JSON.  getdns prints binary data that looks printable as a
+    string with DNS presentation escapes (\\DDD decimal, \\X for specials such as \\)), which
+    JSON does not allow: replies_full (never used here) is dropped, the rest is re-escaped."""
+    a, b = text.find('"replies_full":'), text.find(',"replies_tree":')
+    if 0 <= a < b:
+        text = text[:a] + text[b + 1:]
+
+    def fix(m):
+        e = m.group(2)
+        if e.isdigit():
+            return m.group(1) + "\\u%04x" % int(e)
+        return m.group(1) + ("\\" + e if e in '"\\/bfnrtu' else e)
+    return json.loads(re.sub(r'(?<!\\)((?:\\\\)*)\\(\d{3}|[^\d])', fix, text))
+
+
 def getdns_view(env, name, qtype):
     """(status words, detail) as getdns sees NAME/QTYPE through unbound."""
     argv = ["getdns_query", "-s", "@" + env["RESOLVER"], "-f", env["ANCHOR"], "-t",
@@ -37,7 +53,7 @@ def getdns_view(env, name, qtype):
     except subprocess.TimeoutExpired:
         return "getdns-hang", "getdns_query did not return"
     try:
-        d = json.loads(r.stdout)
+        d = getdns_json(r.stdout)
     except ValueError:
         return "unparsable", (r.stdout + r.stderr)[:200]
     if d.get("status") == 902 or not d.get("replies_tree"):
@@ -98,7 +114,7 @@ def txt_of(env, name):
     r = subprocess.run(["getdns_query", "-s", "@" + env["RESOLVER"], "-j", name, "TXT"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
     try:
-        rep = json.loads(r.stdout)["replies_tree"][0]
+        rep = getdns_json(r.stdout)["replies_tree"][0]
     except (ValueError, KeyError, IndexError):
         return []
     return sorted(b"".join(bytes(x) if isinstance(x, list) else x.encode()
@@ -149,7 +165,7 @@ def sts_host_check(env, row):
                         "+dnssec_return_status", "+dnssec_return_all_statuses", "-j", host, "A"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
     try:
-        rep = json.loads(r.stdout)["replies_tree"][0]
+        rep = getdns_json(r.stdout)["replies_tree"][0]
         got = (DNSSEC.get(rep.get("dnssec_status")),
                sorted(rr["rdata"]["ipv4_address"] for rr in rep["answer"] if rr["type"] == 1))
     except (ValueError, KeyError, IndexError):
