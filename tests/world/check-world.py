@@ -4,10 +4,12 @@
 Usage: check-world.py WORLD [NAME...]     (WORLD as started by world.py; NAMEs limit the rows)
 Prints "ok   ..." / "FAIL ..." per check and "world-check: N passed, M failed"; exit 1 on failure.
 
-DNS: every "NAME TYPE STATUS" of a row's `dns` list is asked twice: with getdns (stub mode,
-CD=1, validating itself against the fake root's anchor) through the resolver the daemon is
-configured with (the front relay before unbound, see dns/failserver.py), and with a plain query
-to unbound (its own validation: AD bit, SERVFAIL for bogus; a timeout may show as SERVFAIL).  HTTPS and SMTP rows are checked by the https/ and smtp/ piece modules.
+DNS: every "NAME TYPE STATUS" of a row's `dns` list is asked three times: with getdns (stub
+mode, CD=1, validating itself against the fake root's anchor) through the resolver the daemon is
+configured with (the front relay before unbound, see dns/failserver.py); with a plain query to
+unbound (its own validation: AD bit, SERVFAIL for bogus; a timeout may show as SERVFAIL); and
+with getdns straight at nsd (same DNSSEC status from the authoritative server alone).
+HTTPS and SMTP rows are checked by the https/ and smtp/ piece modules.
 """
 import concurrent.futures
 import json
@@ -42,9 +44,10 @@ def getdns_json(text):
     return json.loads(re.sub(r'(?<!\\)((?:\\\\)*)\\(\d{3}|[^\d])', fix, text))
 
 
-def getdns_view(env, name, qtype):
-    """(status words, detail) as getdns sees NAME/QTYPE through unbound."""
-    argv = ["getdns_query", "-s", "@" + env["RESOLVER"], "-f", env["ANCHOR"], "-t",
+def getdns_view(env, name, qtype, server="RESOLVER"):
+    """(status words, detail) as getdns sees NAME/QTYPE through the daemon's resolver (or
+    straight at another server of world.env, e.g. NSD)."""
+    argv = ["getdns_query", "-s", "@" + env[server], "-f", env["ANCHOR"], "-t",
             str(TIMEOUT_MS), "+dnssec_return_status", "+dnssec_return_all_statuses", "-j",
             name, qtype]
     try:
@@ -99,15 +102,24 @@ def unbound_agrees(want, got):
     return rcode == want_rcode and ad == (1 if status == "secure" else 0)
 
 
-def dns_check(env, row, line):
+def dns_check(env, row, line, failure_zones):
     name, qtype, want = line.split(None, 2)
     got, detail = getdns_view(env, name, qtype)
     ub = unbound_view(env, name, qtype)
     if "cname=" not in want:  # CNAME links are compared only where the row counts them
         got = re.sub(r" cname=\d+", "", got)
     ok = got == want and unbound_agrees(re.sub(r" cname=\d+", "", want), ub)
-    return ok, "dns %s: %s %s: getdns %s (%s), unbound %s; want %s" % (
-        row["name"], name, qtype, got, detail, ub, want)
+    # The authoritative server alone (getdns builds and validates the chain itself): same
+    # DNSSEC status.  Not for resolver outcomes (servfail, timeout: a CNAME loop is data to
+    # nsd) nor for names nsd only refers elsewhere (failure delegations).
+    auth = "-"
+    fqdn = name.lower().rstrip(".") + "."
+    if want.split()[0] in ("secure", "insecure", "bogus") and \
+            not any(fqdn == z or fqdn.endswith("." + z) for z in failure_zones):
+        auth = getdns_view(env, name, qtype, "NSD")[0]
+        ok = ok and auth.split()[0] == want.split()[0]
+    return ok, "dns %s: %s %s: getdns %s (%s), unbound %s, nsd alone %s; want %s" % (
+        row["name"], name, qtype, got, detail, ub, auth, want)
 
 
 def txt_of(env, name):
@@ -205,12 +217,14 @@ def main(argv):
         if not rows:
             sys.exit("check-world: no such scenario")
     mods = world.pieces()
+    with open(w.path("stubs.list")) as f:
+        failure_zones = [z for z, server in (l.split() for l in f) if server != "nsd"]
     results = zone_addresses(w) + coverage(rows) if len(argv) == 2 else []
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         futs = []
         for row in rows:
             for line in row.get("dns", []):
-                futs.append(pool.submit(dns_check, env, row, line))
+                futs.append(pool.submit(dns_check, env, row, line, failure_zones))
             if "sts" in row:
                 futs.append(pool.submit(sts_host_check, env, row))
             for m in mods:
