@@ -253,6 +253,9 @@ def zone_records(w, zone, records, names):
         own = absolute(owner, zone)
         if not in_zone(own, zone):
             raise WorldError("zone %s: record owner %s is outside the zone" % (zone, own))
+        if own != zone and parent_zone(own, names) != zone:
+            raise WorldError("zone %s: record owner %s lies in child zone %s" % (
+                zone, own, parent_zone(own, names)))
         out.append("%s %s" % (own, rest))
         if own.startswith("_25._tcp."):
             out.append("_%d%s %s" % (smtp, own[3:], rest))
