@@ -101,6 +101,17 @@ class Client {
     bool fill(int timeout_ms);
 };
 
+// Config text for the usual pair of listeners: socketmap, then tcp_table, both on
+// 127.0.0.1 with a kernel-chosen port (Daemon::address() tells which).
+inline constexpr const char* kLoopbackListeners = R"(
+[[listen]]
+protocol = "socketmap"
+address = "127.0.0.1:0"
+[[listen]]
+protocol = "tcp_table"
+address = "127.0.0.1:0"
+)";
+
 // Socketmap request/reply helpers.
 std::string netstring(const std::string& payload);
 

@@ -12,13 +12,7 @@ using harness::TempDir;
 namespace {
 
 std::string config(const std::string& sock) {
-    return R"(
-[[listen]]
-protocol = "socketmap"
-address = "127.0.0.1:0"
-[[listen]]
-protocol = "tcp_table"
-address = "127.0.0.1:0"
+    return std::string(harness::kLoopbackListeners) + R"(
 [[listen]]
 protocol = "socketmap"
 address = "unix:)" +

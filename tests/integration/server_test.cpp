@@ -1,11 +1,11 @@
 // The protocol server over real sockets: framing, pipelining, limits, unix sockets, signals.
 #include <doctest/doctest.h>
 
+#include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <grp.h>
-#include <pwd.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -23,14 +23,7 @@ using harness::TempDir;
 
 namespace {
 
-const std::string kListen = R"(
-[[listen]]
-protocol = "socketmap"
-address = "127.0.0.1:0"
-[[listen]]
-protocol = "tcp_table"
-address = "127.0.0.1:0"
-)";
+const std::string kListen = harness::kLoopbackListeners;
 
 const std::string kOverrides = R"(
 [overrides]
@@ -83,8 +76,10 @@ TEST_CASE("socketmap and tcp_table: thousands of requests in one write, all answ
 
 TEST_CASE("IPv6 listeners") {
     TempDir dir;
-    Daemon d(dir, "[[listen]]\nprotocol = \"socketmap\"\naddress = \"[::1]:0\"\n"
-                  "[[listen]]\nprotocol = \"tcp_table\"\naddress = \"[::1]:0\"\n" + kOverrides);
+    Daemon d(dir,
+             "[[listen]]\nprotocol = \"socketmap\"\naddress = \"[::1]:0\"\n"
+             "[[listen]]\nprotocol = \"tcp_table\"\naddress = \"[::1]:0\"\n" +
+                 kOverrides);
     CHECK(d.address("socketmap").starts_with("[::1]:"));
     Client sm(d.address("socketmap"));
     sm.send(netstring("postfix dane.example"));

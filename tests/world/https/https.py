@@ -675,6 +675,26 @@ def _cert_checks(w, row, s, addr, port):
     return out, relaxed
 
 
+def _read_window(tls, got, t0, bufsize, limit=None, stop=None):
+    """Append what TLS sends to GOT until SLOW_WINDOW seconds after T0, EOF, LIMIT bytes, or
+    STOP(got) is true; returns GOT.  A read timeout only ends the window."""
+    while limit is None or len(got) < limit:
+        left = SLOW_WINDOW - (time.monotonic() - t0)
+        if left <= 0:
+            break
+        tls.settimeout(left)
+        try:
+            chunk = tls.recv(bufsize)
+        except (socket.timeout, TimeoutError):
+            break
+        if not chunk:
+            break
+        got += chunk
+        if stop is not None and stop(got):
+            break
+    return got
+
+
 def _slow_body(w, row, s, addr, port, ctx):
     sni = host(row)
     name = row["name"]
@@ -686,19 +706,7 @@ def _slow_body(w, row, s, addr, port, ctx):
             head, rest = _read_head(tls, b"")
             resp = Response()
             _parse_head(head, resp)
-            got = bytearray(rest)
-            while True:
-                left = SLOW_WINDOW - (time.monotonic() - t0)
-                if left <= 0:
-                    break
-                tls.settimeout(left)
-                try:
-                    chunk = tls.recv(4096)
-                except (socket.timeout, TimeoutError):
-                    break
-                if not chunk:
-                    break
-                got += chunk
+            got = _read_window(tls, bytearray(rest), t0, 4096)
     except (OSError, ssl.SSLError, ValueError) as e:
         return [(False, "https %s: slow-body: %s" % (name, e))]
     secs = time.monotonic() - t0
@@ -729,20 +737,8 @@ def _header_flood(w, row, s, addr, port, ctx):
     try:
         with _connect(addr, port, sni, ctx) as tls:
             _request(tls, sni, port)
-            while len(got) < 1 << 20:
-                left = SLOW_WINDOW - (time.monotonic() - t0)
-                if left <= 0:
-                    break
-                tls.settimeout(left)
-                try:
-                    chunk = tls.recv(16384)
-                except (socket.timeout, TimeoutError):
-                    break
-                if not chunk:
-                    break
-                got += chunk
-                if b"\r\n\r\n" in got or b"\n\n" in got:
-                    break
+            got = _read_window(tls, got, t0, 16384, limit=1 << 20,
+                               stop=lambda b: b"\r\n\r\n" in b or b"\n\n" in b)
     except (OSError, ssl.SSLError) as e:
         return [(False, "https %s: header-flood: %s" % (name, e))]
     secs = time.monotonic() - t0
