@@ -8,6 +8,8 @@
 
 #include "core/config.h"
 #include "core/resolver.h"
+#include "dns/dane_engine.h"
+#include "util/event.h"
 #include "server/wire.h"
 #include "util/domain.h"
 #include "util/json.h"
@@ -29,8 +31,10 @@ void usage(FILE* to) {
         "commands:\n"
         "  check-config [--keys]        validate the configuration (exit 0 valid, 78 not);\n"
         "                               --keys lists every key with type, default, doc\n"
-        "  query [--json] DOMAIN...     print the policy Postfix would get; exit 0 found,\n"
-        "                               1 not found, 75 temporary failure (the worst wins)\n"
+        "  query [--json] [--fresh] DOMAIN...\n"
+        "                               print the policy Postfix would get; exit 0 found,\n"
+        "                               1 not found, 75 temporary failure (the worst wins);\n"
+        "                               --json: one object per key with the facts behind it\n"
         "\n"
         "Without -c, built-in defaults apply.\n");
 }
@@ -71,6 +75,8 @@ int query(const std::string& path, int argc, char** argv) {
     for (int i = 0; i < argc; ++i) {
         if (std::strcmp(argv[i], "--json") == 0)
             json = true;
+        else if (std::strcmp(argv[i], "--fresh") == 0)
+            continue;  // every lookup is fresh until the cache exists
         else if (std::strcmp(argv[i], "--profile") == 0 && i + 1 < argc)
             profile = argv[++i];
         else if (argv[i][0] == '-' && argv[i][1] == '-') {
@@ -89,17 +95,38 @@ int query(const std::string& path, int argc, char** argv) {
         return kExitConfig;
     }
     log::set_level(cfg->log.level);
-    PolicyResolver resolver(std::make_shared<const Config>(std::move(*cfg)), nullptr);
+    EventBasePtr base(event_base_new());
+    if (!base) {
+        std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
+        return 1;
+    }
+    auto dns = DnsClient::create(base.get(), dns_settings(*cfg));
+    if (!dns) {
+        std::fprintf(stderr, "tlspolicy: cannot start the DNS resolver: %s\n",
+                     dns.error().message.c_str());
+        return kExitConfig;
+    }
+    DaneEngine engine(base.get(), std::shared_ptr<DnsClient>(std::move(*dns)), dane_limits(*cfg));
+    PolicyResolver resolver(std::make_shared<const Config>(std::move(*cfg)), &engine);
+
+    // Every key is looked up at once; the answers are printed in the order of the keys.
+    std::vector<Answer> answers(keys.size());
+    std::vector<bool> done(keys.size(), false);
+    std::size_t pending = keys.size();
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        resolver.resolve(keys[i], profile, [&, i](Answer a) {
+            answers[i] = std::move(a);
+            done[i] = true;
+            if (--pending == 0) event_base_loopbreak(base.get());
+        });
+    }
+    if (pending > 0) event_base_dispatch(base.get());
 
     int worst = 0;
-    for (const auto& raw : keys) {
-        Answer answer;
-        bool done = false;
-        resolver.resolve(raw, profile, [&](Answer a) {
-            answer = std::move(a);
-            done = true;
-        });
-        if (!done) answer = Answer::temp("lookup did not complete");
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        const std::string& raw = keys[i];
+        Answer& answer = answers[i];
+        if (!done[i]) answer = Answer::temp("lookup did not complete");
         const WireStatus st = wire_status(answer.outcome);
         // Failures (75) outrank not found (1), which outranks found (0).
         if (st.exit_code == 75 || (st.exit_code == 1 && worst == 0)) worst = st.exit_code;
@@ -119,6 +146,8 @@ int query(const std::string& path, int argc, char** argv) {
             json_append_string(line, source_name(answer.source));
             line += ",\"reason\":";
             json_append_string(line, answer.reason);
+            line += ",\"ttl\":" + std::to_string(answer.ttl);
+            if (!answer.details.empty()) line += ",\"dane\":" + answer.details;
             line += "}";
             std::printf("%s\n", line.c_str());
         } else if (answer.outcome == Outcome::Found) {

@@ -2,6 +2,7 @@
 // (overrides today; the DANE and MTA-STS engines plug in behind the same interface).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -25,18 +26,20 @@ struct Answer {
     std::string policy;  // for Found: the policy string sent to Postfix
     std::string reason;  // why (for every outcome): short, printable, never raw input
     Source source = Source::None;
+    int64_t ttl = 0;      // seconds the answer may be cached (engines; 0 = not cacheable)
+    std::string details;  // the facts behind it as one JSON object, or "" (engines)
 
     static Answer found(std::string policy, Source source, std::string reason = {}) {
-        return {Outcome::Found, std::move(policy), std::move(reason), source};
+        return {Outcome::Found, std::move(policy), std::move(reason), source, 0, {}};
     }
     static Answer not_found(std::string reason, Source source = Source::None) {
-        return {Outcome::NotFound, {}, std::move(reason), source};
+        return {Outcome::NotFound, {}, std::move(reason), source, 0, {}};
     }
-    static Answer temp(std::string reason) { return {Outcome::Temp, {}, std::move(reason), {}}; }
+    static Answer temp(std::string reason) { return {Outcome::Temp, {}, std::move(reason), {}, 0, {}}; }
     static Answer timeout(std::string reason) {
-        return {Outcome::Timeout, {}, std::move(reason), {}};
+        return {Outcome::Timeout, {}, std::move(reason), {}, 0, {}};
     }
-    static Answer perm(std::string reason) { return {Outcome::Perm, {}, std::move(reason), {}}; }
+    static Answer perm(std::string reason) { return {Outcome::Perm, {}, std::move(reason), {}, 0, {}}; }
 };
 
 // Called exactly once with the answer; may be called before lookup() returns.

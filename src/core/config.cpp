@@ -79,16 +79,7 @@ std::string default_cache_path() {
 }
 
 Status check_resolver(const std::string& r) {
-    // "192.0.2.1", "192.0.2.1:5353", "2001:db8::1", "[2001:db8::1]:5353"
-    std::string ep = r;
-    if (r.find(':') == std::string::npos)
-        ep = r + ":53";
-    else if (r.front() != '[' && r.find(':') != r.rfind(':'))
-        ep = "[" + r + "]:53";
-    auto parsed = parse_endpoint(ep);
-    if (!parsed || parsed->kind != Endpoint::Kind::Inet)
-        return make_error("resolver must be IP, IP:PORT, IPv6 or [IPv6]:PORT");
-    if (parsed->port == 0) return make_error("resolver port must not be 0");
+    if (auto parsed = parse_resolver(r); !parsed) return parsed.error();
     return {};
 }
 
@@ -178,8 +169,27 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               100,
               60000,
               {},
-              "Timeout of one DNS query, in milliseconds.",
+              "Timeout of one DNS query at one resolver, in milliseconds; on a timeout the "
+              "next resolver of the list is tried.",
               &set_field<&Config::dns, &Config::Dns::timeout_ms>},
+             {"deadline_ms",
+              Type::Int,
+              int64_t{15000},
+              100,
+              90000,
+              {},
+              "Time one domain's lookups (MX, addresses, TLSA) may take in all, in "
+              "milliseconds; past it the answer is decided from what is known (TEMP when the MX "
+              "set is unknown). Keep it below Postfix's 100 s socketmap timeout.",
+              &set_field<&Config::dns, &Config::Dns::deadline_ms>},
+             {"max_queries",
+              Type::Int,
+              int64_t{256},
+              1,
+              100000,
+              {},
+              "DNS queries in flight at once; further queries wait their turn.",
+              &set_field<&Config::dns, &Config::Dns::max_queries>},
          }},
         {"mta_sts",
          {

@@ -60,7 +60,10 @@ struct Config {
     struct Dns {
         std::vector<std::string> resolvers;
         std::string trust_anchor_file;
-        int64_t timeout_ms = 0;
+        int64_t timeout_ms = 0;   // one query at one resolver
+        int64_t deadline_ms = 0;  // all lookups of one domain
+        int64_t max_queries = 0;  // in flight at once
+        bool operator==(const Dns&) const = default;
     } dns;
     struct MtaSts {
         std::string ca_file;

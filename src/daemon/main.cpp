@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/resolver.h"
+#include "dns/dane_engine.h"
 #include "server/server.h"
 #include "util/event.h"
 #include "util/log.h"
@@ -46,6 +47,7 @@ uint64_t monotonic_usec() {
 struct Daemon {
     std::string config_path;
     EventBasePtr base;
+    std::unique_ptr<DaneEngine> engine;
     std::unique_ptr<PolicyResolver> resolver;
     std::unique_ptr<Server> server;
     bool stopping = false;
@@ -59,16 +61,28 @@ struct Daemon {
         if (!next) {
             outcome = "reload failed, keeping the running configuration: " + next.error().message;
             log::error(outcome);
+        } else if (auto dns = reload_dns(*next); !dns) {
+            outcome = "reload failed, keeping the running configuration: " + dns.error().message;
+            log::error(outcome);
         } else if (auto s = server->apply(*next); !s) {
             outcome = "reload failed, keeping the running configuration: " + s.error().message;
             log::error(outcome);
         } else {
+            engine->reconfigure(std::move(*dns), dane_limits(*next));
             log::set_level(next->log.level);
             resolver->set_config(std::make_shared<const Config>(std::move(*next)));
             outcome = "reloaded " + resolver->config()->source;
             log::info(outcome);
         }
         sd_notifyf(0, "READY=1\nSTATUS=%s; %s", status_line(*server).c_str(), outcome.c_str());
+    }
+
+    // A new resolver when [dns] changed (null when it did not), or the reason it cannot be.
+    Result<std::shared_ptr<DnsClient>> reload_dns(const Config& next) {
+        if (next.dns == resolver->config()->dns) return std::shared_ptr<DnsClient>();
+        auto dns = DnsClient::create(base.get(), dns_settings(next));
+        if (!dns) return dns.error();
+        return std::shared_ptr<DnsClient>(std::move(*dns));
     }
 
     void stop(const char* why) {
@@ -107,8 +121,15 @@ int main(int argc, char** argv) {
         log::error("cannot create the event loop");
         return 1;
     }
+    auto dns = DnsClient::create(d.base.get(), dns_settings(*config));
+    if (!dns) {
+        log::error("cannot start the DNS resolver: " + dns.error().message);
+        return kExitConfig;
+    }
+    d.engine = std::make_unique<DaneEngine>(d.base.get(), std::shared_ptr<DnsClient>(std::move(*dns)),
+                                            dane_limits(*config));
     d.resolver = std::make_unique<PolicyResolver>(
-        std::make_shared<const Config>(std::move(*config)), nullptr);
+        std::make_shared<const Config>(std::move(*config)), d.engine.get());
     d.server = std::make_unique<Server>(d.base.get(), *d.resolver);
     if (auto s = d.server->apply(*d.resolver->config()); !s) {
         log::error("cannot listen: " + s.error().message);
@@ -135,6 +156,8 @@ int main(int argc, char** argv) {
 
     event_base_dispatch(d.base.get());
     d.server.reset();
+    d.resolver.reset();
+    d.engine.reset();
     log::info("stopped");
     return 0;
 }

@@ -66,4 +66,17 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
     return ep;
 }
 
+Result<Endpoint> parse_resolver(std::string_view text) {
+    std::string ep(text);
+    if (text.find(':') == std::string_view::npos)
+        ep += ":53";
+    else if (!text.empty() && text.front() != '[' && text.find(':') != text.rfind(':'))
+        ep = "[" + ep + "]:53";
+    auto parsed = parse_endpoint(ep);
+    if (!parsed || parsed->kind != Endpoint::Kind::Inet)
+        return make_error("resolver must be IP, IP:PORT, IPv6 or [IPv6]:PORT");
+    if (parsed->port == 0) return make_error("resolver port must not be 0");
+    return parsed;
+}
+
 }  // namespace tlspolicy

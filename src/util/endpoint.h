@@ -25,4 +25,8 @@ struct Endpoint {
 // unix paths must be absolute and shorter than sockaddr_un allows.
 Result<Endpoint> parse_endpoint(std::string_view text);
 
+// Parses a DNS resolver address: "192.0.2.1", "192.0.2.1:5353", "2001:db8::1" or
+// "[2001:db8::1]:5353"; the port defaults to 53.
+Result<Endpoint> parse_resolver(std::string_view text);
+
 }  // namespace tlspolicy

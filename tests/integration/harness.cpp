@@ -158,6 +158,26 @@ std::string env_path(const char* name, const char* fallback) {
     throw std::runtime_error(std::string("environment variable ") + name + " is not set");
 }
 
+std::string world_env(const std::string& key) {
+    const char* world = std::getenv("WORLD");
+    if (!world || !*world)
+        throw std::runtime_error(
+            "WORLD is not set: these tests need the test world; run them with `make test` or "
+            "scripts/run-tests.sh, which start it");
+    std::ifstream in(std::string(world) + "/world.env");
+    if (!in) throw std::runtime_error(std::string("cannot read ") + world + "/world.env");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.compare(0, key.size() + 1, key + "=") == 0) return line.substr(key.size() + 1);
+    throw std::runtime_error("world.env has no " + key);
+}
+
+std::string world_dns() {
+    return "[dns]\nresolvers = [\"127.0.0.1:" + world_env("RESOLVER_PORT") +
+           "\"]\ntrust_anchor_file = \"" + world_env("ANCHOR") +
+           "\"\ntimeout_ms = 1000\ndeadline_ms = 5000\n";
+}
+
 // ---------------------------------------------------------------------------------------
 
 Daemon::Daemon(const TempDir& dir, const std::string& config) : dir_(dir) {

@@ -40,6 +40,14 @@ RunResult run(const std::vector<std::string>& argv, const std::string& input = "
 // Path of a binary given by an environment variable (set by meson), e.g. TLSPOLICYD.
 std::string env_path(const char* name, const char* fallback = nullptr);
 
+// The hermetic test world that scripts/run-tests.sh started (tests/world; its directory is
+// $WORLD). Throws with a clear message when WORLD is not set.
+// A value of WORLD/world.env, e.g. world_env("RESOLVER_PORT").
+std::string world_env(const std::string& key);
+// The [dns] section that points the daemon at the world's resolver and trust anchor, with
+// short timeouts. Tests whose keys reach the DNS engine append it to their config.
+std::string world_dns();
+
 // tlspolicyd with a config file, started and stopped by this object.
 class Daemon {
   public:
