@@ -57,8 +57,8 @@ void lower_ttl(int64_t& ttl, const DnsLookup& l) {
 }  // namespace
 
 bool DnsLookup::answered() const {
-    const bool answer = result == DnsResult::Data || result == DnsResult::NoData ||
-                        result == DnsResult::NxDomain;
+    const bool answer =
+        result == DnsResult::Data || result == DnsResult::NoData || result == DnsResult::NxDomain;
     return answer && (dnssec == Dnssec::Secure || dnssec == Dnssec::Insecure);
 }
 
@@ -253,10 +253,10 @@ DaneDecision decide_dane(const DaneFacts& f, const TtlBounds& b) {
         return make(DaneVerdict::Temp, "mx-lookup-failed",
                     "MX lookup for " + f.domain + " failed: " + failure_text(f.mx), 0);
     if (f.mx.result == DnsResult::NxDomain)
-        return make(DaneVerdict::NotFound, "nxdomain",
-                    std::string(dnssec_name(f.mx.dnssec)) + " NXDOMAIN: " + f.domain +
-                        " does not exist",
-                    clamp(f.mx.ttl, b.negative_ttl));
+        return make(
+            DaneVerdict::NotFound, "nxdomain",
+            std::string(dnssec_name(f.mx.dnssec)) + " NXDOMAIN: " + f.domain + " does not exist",
+            clamp(f.mx.ttl, b.negative_ttl));
     if (f.null_mx)
         return make(DaneVerdict::NotFound, "null-mx",
                     "null MX (RFC 7505): " + f.domain + " accepts no mail",
@@ -343,8 +343,8 @@ DaneDecision decide_dane(const DaneFacts& f, const TtlBounds& b) {
         }
         return d;
     }
-    return make(DaneVerdict::NoDane, "no-tlsa",
-                "secure MX set, no MX host has a secure TLSA RRset", life);
+    return make(DaneVerdict::NoDane, "no-tlsa", "secure MX set, no MX host has a secure TLSA RRset",
+                life);
 }
 
 namespace {

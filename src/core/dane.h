@@ -26,11 +26,10 @@ enum class DnsResult {
     Error,         // any other failure (bad reply, resolver error)
 };
 
-inline constexpr std::size_t kMaxCnameLinks = 10;  // architecture.md §1
-inline constexpr std::size_t kMaxMxHosts = 16;     // hosts examined, in preference order
-inline constexpr std::size_t kMaxTlsaRecords = 64; // per RRset; more is a lookup error
-inline constexpr uint16_t kTypeA = 1, kTypeCname = 5, kTypeMx = 15, kTypeAaaa = 28,
-                          kTypeTlsa = 52;
+inline constexpr std::size_t kMaxCnameLinks = 10;   // architecture.md §1
+inline constexpr std::size_t kMaxMxHosts = 16;      // hosts examined, in preference order
+inline constexpr std::size_t kMaxTlsaRecords = 64;  // per RRset; more is a lookup error
+inline constexpr uint16_t kTypeA = 1, kTypeCname = 5, kTypeMx = 15, kTypeAaaa = 28, kTypeTlsa = 52;
 
 struct MxRecord {
     uint16_t preference = 0;
@@ -41,7 +40,7 @@ struct TlsaRecord {
     uint8_t usage = 0, selector = 0, mtype = 0;
     std::string data;  // raw association data
     bool usable = false;
-    std::string why;   // for unusable records: the reason
+    std::string why;  // for unusable records: the reason
 };
 
 // One DNS lookup and what it established. `ttl` is the smallest TTL of the records used
@@ -93,11 +92,11 @@ std::string_view host_dane_name(HostDane h);  // "no-address", "usable", ...
 
 struct DaneFacts {
     std::string domain;
-    DnsLookup mx;                 // the MX lookup, CNAMEs of the domain included
-    bool implicit_mx = false;     // no MX records: the domain is its own host
-    bool null_mx = false;         // RFC 7505
-    std::size_t mx_hosts = 0;     // distinct hosts in the MX set (before the cap)
-    std::vector<HostFacts> hosts; // the examined ones, in preference order
+    DnsLookup mx;                  // the MX lookup, CNAMEs of the domain included
+    bool implicit_mx = false;      // no MX records: the domain is its own host
+    bool null_mx = false;          // RFC 7505
+    std::size_t mx_hosts = 0;      // distinct hosts in the MX set (before the cap)
+    std::vector<HostFacts> hosts;  // the examined ones, in preference order
     bool deadline_reached = false;
 };
 
@@ -138,9 +137,9 @@ std::vector<std::string> tlsa_base_candidates(const HostFacts& host);
 // The reference identifiers for DANE-TA (RFC 7672 §3.2.2) once base_domain is known.
 std::vector<std::string> reference_names(const DaneFacts& facts, const HostFacts& host);
 
-std::string_view dnssec_name(Dnssec d);        // "secure", "insecure", "bogus", "indeterminate"
-std::string_view dns_result_name(DnsResult r); // "data", "nodata", "nxdomain", "servfail", ...
-std::string_view rrtype_name(uint16_t type);   // "MX", "TLSA", ...
+std::string_view dnssec_name(Dnssec d);         // "secure", "insecure", "bogus", "indeterminate"
+std::string_view dns_result_name(DnsResult r);  // "data", "nodata", "nxdomain", "servfail", ...
+std::string_view rrtype_name(uint16_t type);    // "MX", "TLSA", ...
 
 // The facts and the decision as one JSON object (for `query --json` and the cache).
 std::string dane_facts_json(const DaneFacts& facts, const DaneDecision& decision);

@@ -126,8 +126,8 @@ int main(int argc, char** argv) {
         log::error("cannot start the DNS resolver: " + dns.error().message);
         return kExitConfig;
     }
-    d.engine = std::make_unique<DaneEngine>(d.base.get(), std::shared_ptr<DnsClient>(std::move(*dns)),
-                                            dane_limits(*config));
+    d.engine = std::make_unique<DaneEngine>(
+        d.base.get(), std::shared_ptr<DnsClient>(std::move(*dns)), dane_limits(*config));
     d.resolver = std::make_unique<PolicyResolver>(
         std::make_shared<const Config>(std::move(*config)), d.engine.get());
     d.server = std::make_unique<Server>(d.base.get(), *d.resolver);

@@ -146,8 +146,7 @@ struct DaneEngine::Gather : std::enable_shared_from_this<Gather> {
         HostFacts& h = facts.hosts[i];
         h.addresses_done = true;
         // RFC 7672 2.2.2: TLSA only for hosts whose addresses are secure.
-        const bool has_address =
-            h.a.result == DnsResult::Data || h.aaaa.result == DnsResult::Data;
+        const bool has_address = h.a.result == DnsResult::Data || h.aaaa.result == DnsResult::Data;
         if (has_address && h.a.secure() && h.aaaa.secure()) next_tlsa(i, 0);
     }
 
@@ -245,8 +244,8 @@ void DaneEngine::lookup(const std::string& domain, const PolicySettings&, Answer
     gather(domain, [done = std::move(done)](const DaneFacts& f, const DaneDecision& d) {
         Answer a = answer_for(f, d);
         if (log::enabled(log::Level::Debug))
-            log::debug(f.domain + ": " + std::string(dane_verdict_name(d.verdict)) + " (" +
-                       d.rule + "): " + d.reason);
+            log::debug(f.domain + ": " + std::string(dane_verdict_name(d.verdict)) + " (" + d.rule +
+                       "): " + d.reason);
         done(std::move(a));
     });
 }

@@ -336,8 +336,8 @@ Result<std::unique_ptr<DnsClient>> DnsClient::create(event_base* base, const Dns
         };
         if (auto st = check(getdns_extension_set_libevent_base(ctx, base), "event base"); !st)
             return st.error();
-        if (auto st = check(getdns_context_set_dnssec_trust_anchors(ctx, anchors.get()),
-                            "trust anchors");
+        if (auto st =
+                check(getdns_context_set_dnssec_trust_anchors(ctx, anchors.get()), "trust anchors");
             !st)
             return st.error();
         if (auto st = check(getdns_context_set_timeout(ctx, static_cast<uint64_t>(s.timeout_ms)),
@@ -345,8 +345,9 @@ Result<std::unique_ptr<DnsClient>> DnsClient::create(event_base* base, const Dns
             !st)
             return st.error();
         if (r.empty()) {
-            if (auto st = check(getdns_context_set_resolution_type(ctx, GETDNS_RESOLUTION_RECURSING),
-                                "recursion");
+            if (auto st =
+                    check(getdns_context_set_resolution_type(ctx, GETDNS_RESOLUTION_RECURSING),
+                          "recursion");
                 !st)
                 return st.error();
         } else {
@@ -358,10 +359,10 @@ Result<std::unique_ptr<DnsClient>> DnsClient::create(event_base* base, const Dns
             if (!v6 && inet_pton(AF_INET, ep->host.c_str(), &a4) != 1)
                 return make_error("bad resolver address " + r);
             DictPtr server(getdns_dict_create());
-            getdns_bindata type{4, reinterpret_cast<uint8_t*>(const_cast<char*>(v6 ? "IPv6"
-                                                                                   : "IPv4"))};
-            getdns_bindata addr{v6 ? 16u : 4u,
-                                v6 ? reinterpret_cast<uint8_t*>(&a6) : reinterpret_cast<uint8_t*>(&a4)};
+            getdns_bindata type{
+                4, reinterpret_cast<uint8_t*>(const_cast<char*>(v6 ? "IPv6" : "IPv4"))};
+            getdns_bindata addr{v6 ? 16u : 4u, v6 ? reinterpret_cast<uint8_t*>(&a6)
+                                                  : reinterpret_cast<uint8_t*>(&a4)};
             getdns_dict_set_bindata(server.get(), "address_type", &type);
             getdns_dict_set_bindata(server.get(), "address_data", &addr);
             getdns_dict_set_int(server.get(), "port", ep->port);
@@ -462,9 +463,8 @@ void DnsClient::send(Pending* p) {
     p->early.reset();
     p->submitting = true;
     getdns_transaction_t tx = 0;
-    const auto rc =
-        getdns_general(upstreams_[p->upstream]->ctx.get(), p->name.c_str(), p->type, extensions_,
-                       p, &tx, &Internal::on_reply);
+    const auto rc = getdns_general(upstreams_[p->upstream]->ctx.get(), p->name.c_str(), p->type,
+                                   extensions_, p, &tx, &Internal::on_reply);
     p->submitting = false;
     if (rc != GETDNS_RETURN_GOOD) {
         DnsLookup l;

@@ -48,6 +48,7 @@ class DnsClient {
     void cancel(QueryId id);
 
     std::size_t in_flight() const { return active_; }
+    uint64_t lookups_started() const { return next_id_ - 1; }  // query() calls so far
     std::size_t waiting() const { return waiting_.size(); }
 
     DnsClient(const DnsClient&) = delete;

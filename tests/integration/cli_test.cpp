@@ -57,9 +57,9 @@ TEST_CASE("check-config: valid, invalid and missing files") {
 
 TEST_CASE("query: output and exit codes") {
     TempDir dir;
-    dir.write("c.toml",
-              "[overrides]\n\"dane.example\" = \"dane-only\"\n"
-              "\"xn--bcher-kva.example\" = \"encrypt\"\n");
+    dir.write("c.toml", harness::world_dns() +
+                            "[overrides]\n\"dane.example\" = \"dane-only\"\n"
+                            "\"xn--bcher-kva.example\" = \"encrypt\"\n");
     const std::string c = dir.file("c.toml");
     struct Row {
         std::vector<std::string> args;
@@ -78,12 +78,12 @@ TEST_CASE("query: output and exit codes") {
          0,
          "{\"key\":\"b\\u00c3\\u00bccher.example\",\"normalized\":\"xn--bcher-kva.example\","
          "\"kind\":\"domain\",\"outcome\":\"found\",\"policy\":\"encrypt\",\"source\":\"override\","
-         "\"reason\":\"static override\"}\n"},
+         "\"reason\":\"static override\",\"ttl\":0}\n"},
         {{"-c", c, "query", "--json", ".x.example"},
          1,
          "{\"key\":\".x.example\",\"normalized\":\".x.example\",\"kind\":\"parent-probe\","
          "\"outcome\":\"not-found\",\"policy\":null,\"source\":\"none\","
-         "\"reason\":\"parent-domain probe\"}\n"},
+         "\"reason\":\"parent-domain probe\",\"ttl\":0}\n"},
         {{"query"}, 64, ""},
     };
     for (const auto& r : rows) {

@@ -22,7 +22,7 @@ address = "127.0.0.1:0"
 [[listen]]
 protocol = "tcp_table"
 address = "unix:)" + sock +
-                      R"("
+                      "\"\n" + harness::world_dns() + R"(
 [overrides]
 "dane.example" = "dane-only"
 "xn--bcher-kva.example" = "encrypt"
@@ -36,7 +36,7 @@ address = "unix:)" + sock +
     const std::vector<Row> rows = {
         {"${readsocket{" + tt + "}{get dane.example\\n}{5s}{}{FAILED}}", "200 dane-only\n"},
         {"${readsocket{" + tt + "}{get nothing.example\\n}{5s}{}{FAILED}}",
-         "500 no policy engine configured\n"},
+         "500 secure NXDOMAIN: nothing.example does not exist\n"},
         // Without the newline: the half-close ends the request.
         {"${readsocket{" + tt + "}{get dane.example}{5s}{}{FAILED}}", "200 dane-only\n"},
         {"${readsocket{" + tt + "}{get b%C3%BCcher.example\\n}{5s}{}{FAILED}}", "200 encrypt\n"},

@@ -16,7 +16,7 @@ std::string config(const std::string& sock) {
 [[listen]]
 protocol = "socketmap"
 address = "unix:)" +
-           sock + R"("
+           sock + "\"\n" + harness::world_dns() + R"(
 [overrides]
 "dane.example" = "dane-only"
 "sts.example" = "secure match=.sts.example:mx.sts.example servername=hostname"

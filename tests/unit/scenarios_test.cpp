@@ -72,3 +72,24 @@ TEST_CASE("scenarios: every key normalises to the row's domain") {
         CHECK(k.name == domain);
     }
 }
+
+TEST_CASE("scenarios: decided_by names a half of the decision table that can give the answer") {
+    int dane = 0, sts = 0;
+    for (const auto& node : *table()["scenario"].as_array()) {
+        const auto& row = *node.as_table();
+        const auto by = row["decided_by"].value_or(std::string("dane"));
+        const auto answer = str(row, "answer");
+        CAPTURE(str(row, "name"));
+        CAPTURE(by);
+        CHECK((by == "dane" || by == "mta-sts" || by == "both"));
+        // MTA-STS never yields a DANE level; a "both" row ends in TEMP (architecture.md §1).
+        if (by == "mta-sts") CHECK(answer.rfind("OK dane", 0) != 0);
+        if (by == "both") CHECK(answer == "TEMP");
+        // A domain that publishes an MTA-STS policy is "dane" only where DANE wins or failed.
+        if (by == "dane" && row.contains("sts"))
+            CHECK((answer.rfind("OK dane", 0) == 0 || answer == "TEMP"));
+        (by == "dane" ? dane : sts)++;
+    }
+    CHECK(dane >= 30);
+    CHECK(sts >= 25);
+}

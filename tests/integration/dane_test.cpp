@@ -1,0 +1,211 @@
+// The DANE engine against the test world: every row of the scenario table through
+// `tlspolicy query --json` and through the daemon queried by Postfix's postmap, resolver
+// fail-over, the per-domain deadline, and shared resolutions. Needs $WORLD (make test).
+#include <doctest/doctest.h>
+#include <toml++/toml.h>
+
+#include <string>
+#include <vector>
+
+#include "dns/dane_engine.h"
+#include "harness.h"
+#include "util/event.h"
+
+using harness::Daemon;
+using harness::TempDir;
+
+namespace {
+
+struct Row {
+    std::string name, key, answer, decided_by;
+    bool bogus = false;  // some DNS check of the row expects a bogus answer
+};
+
+std::vector<Row> rows() {
+    const auto t = toml::parse_file(harness::world_env("SCENARIOS"));
+    std::vector<Row> out;
+    for (const auto& node : *t["scenario"].as_array()) {
+        const auto& r = *node.as_table();
+        Row row;
+        row.name = r["name"].value_or(std::string());
+        row.key = r["key"].value_or(r["domain"].value_or(std::string()));
+        row.answer = r["answer"].value_or(std::string());
+        row.decided_by = r["decided_by"].value_or(std::string("dane"));
+        if (const auto* dns = r["dns"].as_array())
+            for (const auto& check : *dns)
+                if (check.value_or(std::string()).find(" bogus") != std::string::npos)
+                    row.bogus = true;
+        out.push_back(row);
+    }
+    return out;
+}
+
+harness::RunResult query(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {harness::env_path("TLSPOLICY")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return harness::run(argv, "", 60000);
+}
+
+std::vector<std::string> lines(const std::string& text) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        const auto end = text.find('\n', start);
+        out.push_back(text.substr(start, end - start));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return out;
+}
+
+bool has(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+// What `query --json` prints for an expected answer of the table.
+std::string json_outcome(const std::string& answer) {
+    if (answer == "NOTFOUND") return "\"outcome\":\"not-found\",\"policy\":null";
+    if (answer == "TEMP") return "\"outcome\":\"temp\"";
+    return "\"outcome\":\"found\",\"policy\":\"" + answer.substr(3) + "\"";
+}
+
+}  // namespace
+
+TEST_CASE("dane: every scenario row through tlspolicy query --json, all keys at once") {
+    const auto table = rows();
+    REQUIRE(table.size() >= 60);
+    std::vector<std::string> args = {"-c", harness::world_env("CONFIG"), "query", "--json"};
+    for (const auto& r : table)
+        args.push_back(r.key);
+    const auto res = query(args);
+    const auto out = lines(res.out);
+    REQUIRE(out.size() == table.size());
+    int dane_rows = 0;
+    for (std::size_t i = 0; i < table.size(); ++i) {
+        const Row& r = table[i];
+        const std::string& got = out[i];
+        CAPTURE(r.name);
+        CAPTURE(got);
+        // Every computed answer explains itself: the deciding rule and the MX lookup.
+        CHECK(has(got, "\"rule\":"));
+        CHECK(has(got, "\"mx_lookup\":{"));
+        if (r.decided_by == "dane") {
+            ++dane_rows;
+            CHECK(has(got, json_outcome(r.answer)));
+        } else if (r.decided_by == "mta-sts") {
+            // The DANE half hands these to MTA-STS: "no DANE".
+            CHECK(has(got, "\"verdict\":\"no-dane\""));
+        } else {
+            CHECK(has(got, "\"policy\":\"dane\""));
+            CHECK(has(got, "\"unfinished\":true"));
+        }
+        // RFC 7672 / architecture.md principle 4: bogus never falls through to "no policy".
+        if (r.bogus) CHECK_FALSE(has(got, "\"verdict\":\"no-dane\""));
+    }
+    CHECK(dane_rows >= 35);
+    CHECK(res.exit_code == 75);  // the worst of all keys: some rows are TEMP
+}
+
+TEST_CASE("dane: every DANE row through the daemon, asked by Postfix's postmap -q") {
+    TempDir dir;
+    Daemon d(dir, std::string(harness::kLoopbackListeners) + harness::world_dns());
+    const std::vector<std::string> maps = {"socketmap:inet:" + d.address("socketmap") + ":postfix",
+                                           "tcp:" + d.address("tcp_table")};
+    int checked = 0;
+    for (const auto& r : rows()) {
+        if (r.decided_by != "dane") continue;
+        for (const auto& map : maps) {
+            CAPTURE(r.name);
+            CAPTURE(map);
+            const auto res = harness::postmap(dir, r.key, map);
+            CAPTURE(res.err);
+            if (r.answer.rfind("OK ", 0) == 0) {
+                CHECK(res.exit_code == 0);
+                CHECK(res.out == r.answer.substr(3) + "\n");
+            } else if (r.answer == "NOTFOUND") {
+                CHECK(res.exit_code == 1);
+                CHECK(res.out.empty());
+                CHECK(res.err.empty());  // a real not-found, not an error
+            } else {
+                CHECK(res.exit_code != 0);
+                CHECK(res.out.empty());
+                // An error Postfix defers the mail on (dict_sockmap / dict_tcp wording).
+                CHECK(has(res.err, map.starts_with("tcp:") ? "query error" : "temporary error"));
+            }
+            ++checked;
+        }
+    }
+    CHECK(checked >= 70);
+}
+
+TEST_CASE("dane: a dead or closed first resolver fails over to the next one") {
+    TempDir dir;
+    const std::string front = "127.0.0.1:" + harness::world_env("RESOLVER_PORT");
+    const std::string dead = "127.0.0.1:" + harness::world_env("BLACKHOLE_PORT");
+    struct Case {
+        std::string name, resolvers;
+    };
+    const std::vector<Case> cases = {
+        {"never answers", "\"" + dead + "\", \"" + front + "\""},
+        {"two dead ones first", "\"" + dead + "\", \"127.0.0.1:1\", \"" + front + "\""},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.name);
+        dir.write("fo.toml", "[dns]\nresolvers = [" + c.resolvers + "]\ntrust_anchor_file = \"" +
+                                 harness::world_env("ANCHOR") + "\"\ntimeout_ms = 300\n");
+        const auto res = query({"-c", dir.file("fo.toml"), "query", "--json", "dane-ee.test"});
+        CAPTURE(res.out);
+        CHECK(res.exit_code == 0);
+        CHECK(has(res.out, "\"policy\":\"dane-only\""));
+        // The answers came from the live resolver, not from a guess.
+        CHECK(has(res.out, "\"resolver\":\"" + front + "\""));
+        CHECK_FALSE(has(res.out, "\"resolver\":\"" + dead + "\""));
+    }
+}
+
+TEST_CASE("dane: the per-domain deadline ends lookups that are still running") {
+    TempDir dir;
+    dir.write("dl.toml", "[dns]\nresolvers = [\"127.0.0.1:" + harness::world_env("RESOLVER_PORT") +
+                             "\"]\ntrust_anchor_file = \"" + harness::world_env("ANCHOR") +
+                             "\"\ntimeout_ms = 1000\ndeadline_ms = 1500\n");
+    // The MX lookup never finishes (1000 ms per attempt, two attempts): TEMP at the deadline.
+    auto res = query({"-c", dir.file("dl.toml"), "query", "--json", "mx-timeout.test"});
+    CAPTURE(res.out);
+    CHECK(res.exit_code == 75);
+    CHECK(has(res.out, "\"deadline_reached\":true"));
+    CHECK(has(res.out, "per-domain deadline reached"));
+    // The TLSA lookup never finishes: the secure MX set stays known, so `dane`, never not found.
+    res = query({"-c", dir.file("dl.toml"), "query", "--json", "tlsa-timeout.test"});
+    CHECK(res.exit_code == 0);
+    CHECK(has(res.out, "\"policy\":\"dane\""));
+    CHECK(has(res.out, "\"deadline_reached\":true"));
+}
+
+TEST_CASE("dane: concurrent lookups of one domain share one resolution") {
+    tlspolicy::EventBasePtr base(event_base_new());
+    tlspolicy::DnsSettings settings;
+    settings.resolvers = {"127.0.0.1:" + harness::world_env("RESOLVER_PORT")};
+    settings.trust_anchor_file = harness::world_env("ANCHOR");
+    settings.timeout_ms = 1000;
+    auto client = tlspolicy::DnsClient::create(base.get(), settings);
+    REQUIRE(client.ok());
+    std::shared_ptr<tlspolicy::DnsClient> dns(std::move(*client));
+    tlspolicy::DaneEngine engine(base.get(), dns, tlspolicy::DaneLimits{});
+
+    std::vector<std::string> verdicts;
+    auto collect = [&](const tlspolicy::DaneFacts&, const tlspolicy::DaneDecision& d) {
+        verdicts.emplace_back(tlspolicy::dane_verdict_name(d.verdict));
+    };
+    for (int i = 0; i < 5; ++i)
+        engine.gather("dane-two.test", collect);
+    CHECK(engine.in_progress() == 1);
+    event_base_dispatch(base.get());
+    CHECK(verdicts == std::vector<std::string>(5, "dane-only"));
+    // One resolution: MX, then A, AAAA and TLSA for each of the two hosts.
+    CHECK(dns->lookups_started() == 7);
+    // Finished resolutions are not shared (no cache yet): a later lookup asks again.
+    engine.gather("dane-two.test", collect);
+    event_base_dispatch(base.get());
+    CHECK(verdicts.size() == 6);
+    CHECK(dns->lookups_started() == 14);
+}
