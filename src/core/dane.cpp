@@ -336,10 +336,11 @@ DaneDecision decide_dane(const DaneFacts& f, const TtlBounds& b) {
                          " were examined, so not dane-only",
                      life);
         } else {
-            d = make(DaneVerdict::Dane, "partial",
-                     "secure MX set, TLSA on " + std::to_string(usable + unusable) + " of " +
-                         of_hosts + " (none on " + (first_plain.empty() ? "?" : first_plain) + ")",
-                     life);
+            std::string why = "secure MX set; of " + of_hosts + ": " + std::to_string(usable) +
+                              " with usable TLSA, " + std::to_string(unusable) +
+                              " with only unusable TLSA, " + std::to_string(plain) + " without";
+            if (!first_plain.empty()) why += " (first without: " + first_plain + ")";
+            d = make(DaneVerdict::Dane, "partial", why, life);
         }
         return d;
     }

@@ -79,7 +79,8 @@ struct HostFacts {
 
 // How one host stands for DANE.
 enum class HostDane {
-    NoAddress,     // securely has no A/AAAA records: cannot receive mail, does not count
+    NoAddress,     // has no A/AAAA records: cannot receive mail, does not count (an
+                   // insecure denial too: dropping a host can only make the answer stricter)
     AddressError,  // its address lookup failed
     Insecure,      // its addresses are insecure: TLSA not consulted
     NoTlsa,        // no secure TLSA RRset at any base domain candidate

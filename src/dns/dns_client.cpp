@@ -503,6 +503,7 @@ void DnsClient::handle(Pending* p, DnsLookup lookup) {
             return send(p);
         }
     }
+    if (timed_out && p->tried > 1) lookup.reason += ", " + std::to_string(p->tried) + " attempts";
     Callback cb = std::move(p->cb);
     pending_.erase(p->id);
     --active_;
