@@ -384,8 +384,8 @@ Result<std::unique_ptr<DnsClient>> DnsClient::create(event_base* base, const Dns
 }
 
 namespace {
-// Recursing contexts that still had queries out when their client was destroyed, with the
-// requests their callbacks point to. Never freed (and reachable, so leak checkers stay quiet).
+// Recursing contexts of destroyed clients, with the requests their callbacks may still point
+// to. Never freed (and reachable, so leak checkers stay quiet).
 std::vector<void*>& graveyard() {
     static auto* g = new std::vector<void*>();
     return *g;
