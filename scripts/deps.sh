@@ -67,4 +67,7 @@ if [ "${1:-}" != "--build-only" ]; then
   if ! getent passwd Debian-exim >/dev/null; then
     $sudo adduser --system --group --no-create-home --home /nonexistent --quiet Debian-exim
   fi
+  # The differential MTA-STS test's independent implementation (npm package mailauth, pinned by
+  # tests/diff/package-lock.json), installed outside the tree with the machine's Node.js.
+  "$(cd "$(dirname "$0")/.." && pwd)/tests/diff/install-mailauth.sh"
 fi

@@ -8,8 +8,8 @@
 
 #include "core/config.h"
 #include "core/resolver.h"
-#include "dns/dane_engine.h"
 #include "server/wire.h"
+#include "sts/domain_engine.h"
 #include "util/domain.h"
 #include "util/event.h"
 #include "util/json.h"
@@ -100,14 +100,13 @@ int query(const std::string& path, int argc, char** argv) {
         std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
         return 1;
     }
-    auto dns = DnsClient::create(base.get(), dns_settings(*cfg));
-    if (!dns) {
-        std::fprintf(stderr, "tlspolicy: cannot start the DNS resolver: %s\n",
-                     dns.error().message.c_str());
+    auto engine = DomainEngine::create(base.get(), *cfg);
+    if (!engine) {
+        std::fprintf(stderr, "tlspolicy: cannot start the policy engine: %s\n",
+                     engine.error().message.c_str());
         return kExitConfig;
     }
-    DaneEngine engine(base.get(), std::shared_ptr<DnsClient>(std::move(*dns)), dane_limits(*cfg));
-    PolicyResolver resolver(std::make_shared<const Config>(std::move(*cfg)), &engine);
+    PolicyResolver resolver(std::make_shared<const Config>(std::move(*cfg)), engine->get());
 
     // Every key is looked up at once; the answers are printed in the order of the keys.
     std::vector<Answer> answers(keys.size());
@@ -147,7 +146,9 @@ int query(const std::string& path, int argc, char** argv) {
             line += ",\"reason\":";
             json_append_string(line, answer.reason);
             line += ",\"ttl\":" + std::to_string(answer.ttl);
-            if (!answer.details.empty()) line += ",\"dane\":" + answer.details;
+            // The engine's details object ({"dane":…,"mta_sts":…}) is merged into the line.
+            if (answer.details.size() > 2)
+                line += "," + answer.details.substr(1, answer.details.size() - 2);
             line += "}";
             std::printf("%s\n", line.c_str());
         } else if (answer.outcome == Outcome::Found) {

@@ -218,6 +218,32 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               "Allow policy hosts on loopback, private and other special addresses (a recipient "
               "domain could otherwise aim the fetcher at internal services).",
               &set_field<&Config::mta_sts, &Config::MtaSts::allow_private_addresses>},
+             {"connect_timeout_ms",
+              Type::Int,
+              int64_t{10000},
+              100,
+              60000,
+              {},
+              "Time to connect to a policy host and finish the TLS handshake, in milliseconds.",
+              &set_field<&Config::mta_sts, &Config::MtaSts::connect_timeout_ms>},
+             {"timeout_ms",
+              Type::Int,
+              int64_t{30000},
+              100,
+              60000,
+              {},
+              "Time one policy fetch may take in all (connect, TLS, headers, body), in "
+              "milliseconds. RFC 8461 suggests at most a minute.",
+              &set_field<&Config::mta_sts, &Config::MtaSts::timeout_ms>},
+             {"proxy",
+              Type::String,
+              std::string(),
+              0,
+              0,
+              {},
+              "HTTP(S) proxy for policy fetches, as libcurl takes it (\"http://host:port\"); "
+              "empty: connect directly (proxy environment variables are ignored).",
+              &set_field<&Config::mta_sts, &Config::MtaSts::proxy>},
          }},
         {"cache",
          {
@@ -305,6 +331,15 @@ const std::vector<KeySpec<PolicySettings>>& policy_table() {
          {},
          "Append Postfix >= 3.10 TLSRPT attributes (Postfix <= 3.9 rejects them and defers).",
          &set_member<PolicySettings, &PolicySettings::tlsrpt>},
+        {"servername",
+         Type::Bool,
+         true,
+         0,
+         0,
+         {},
+         "Add servername=hostname (SNI) to MTA-STS answers; switch off for Postfix < 3.4, which "
+         "does not know the attribute.",
+         &set_member<PolicySettings, &PolicySettings::servername>},
     };
     return t;
 }

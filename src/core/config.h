@@ -32,6 +32,7 @@ struct PolicySettings {
     StsLevel sts_level = StsLevel::Verify;
     TestingMode testing_mode = TestingMode::Ignore;
     bool tlsrpt = false;
+    bool servername = true;  // servername=hostname on MTA-STS answers (Postfix >= 3.4)
     bool operator==(const PolicySettings&) const = default;
 };
 
@@ -69,6 +70,10 @@ struct Config {
         std::string ca_file;
         int64_t https_port = 0;
         bool allow_private_addresses = false;
+        int64_t connect_timeout_ms = 0;
+        int64_t timeout_ms = 0;  // one whole fetch
+        std::string proxy;       // "" = direct
+        bool operator==(const MtaSts&) const = default;
     } mta_sts;
     PolicySettings policy;
     std::map<std::string, PolicySettings, std::less<>> profiles;

@@ -445,10 +445,21 @@ void json_lookup(std::string& out, const DnsLookup& l) {
         }
         out += ']';
     }
+    if (!l.txt.empty()) {
+        out += ',';
+        json_key(out, "txt");
+        json_names(out, l.txt);
+    }
     out += '}';
 }
 
 }  // namespace
+
+std::string dns_lookup_json(const DnsLookup& l) {
+    std::string out;
+    json_lookup(out, l);
+    return out;
+}
 
 std::string dane_facts_json(const DaneFacts& f, const DaneDecision& d) {
     std::string out = "{";

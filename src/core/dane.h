@@ -29,7 +29,8 @@ enum class DnsResult {
 inline constexpr std::size_t kMaxCnameLinks = 10;   // architecture.md §1
 inline constexpr std::size_t kMaxMxHosts = 16;      // hosts examined, in preference order
 inline constexpr std::size_t kMaxTlsaRecords = 64;  // per RRset; more is a lookup error
-inline constexpr uint16_t kTypeA = 1, kTypeCname = 5, kTypeMx = 15, kTypeAaaa = 28, kTypeTlsa = 52;
+inline constexpr uint16_t kTypeA = 1, kTypeCname = 5, kTypeMx = 15, kTypeTxt = 16, kTypeAaaa = 28,
+                          kTypeTlsa = 52;
 
 struct MxRecord {
     uint16_t preference = 0;
@@ -57,6 +58,7 @@ struct DnsLookup {
     std::vector<MxRecord> mx;
     std::vector<std::string> addresses;  // A/AAAA, presentation form
     std::vector<TlsaRecord> tlsa;
+    std::vector<std::string> txt;  // TXT records, each with its strings joined without spaces
 
     // The name the CNAME chain ended at (the name itself without CNAMEs).
     const std::string& final_name() const { return cnames.empty() ? name : cnames.back(); }
@@ -141,6 +143,9 @@ std::vector<std::string> reference_names(const DaneFacts& facts, const HostFacts
 std::string_view dnssec_name(Dnssec d);         // "secure", "insecure", "bogus", "indeterminate"
 std::string_view dns_result_name(DnsResult r);  // "data", "nodata", "nxdomain", "servfail", ...
 std::string_view rrtype_name(uint16_t type);    // "MX", "TLSA", ...
+
+// One lookup as a JSON object (name, type, result, dnssec, ttl, records...).
+std::string dns_lookup_json(const DnsLookup& lookup);
 
 // The facts and the decision as one JSON object (for `query --json` and the cache).
 std::string dane_facts_json(const DaneFacts& facts, const DaneDecision& decision);

@@ -9,8 +9,8 @@
 
 #include "core/config.h"
 #include "core/resolver.h"
-#include "dns/dane_engine.h"
 #include "server/server.h"
+#include "sts/domain_engine.h"
 #include "util/event.h"
 #include "util/log.h"
 #include "util/options.h"
@@ -47,7 +47,7 @@ uint64_t monotonic_usec() {
 struct Daemon {
     std::string config_path;
     EventBasePtr base;
-    std::unique_ptr<DaneEngine> engine;
+    std::unique_ptr<DomainEngine> engine;
     std::unique_ptr<PolicyResolver> resolver;
     std::unique_ptr<Server> server;
     bool stopping = false;
@@ -61,28 +61,21 @@ struct Daemon {
         if (!next) {
             outcome = "reload failed, keeping the running configuration: " + next.error().message;
             log::error(outcome);
-        } else if (auto dns = reload_dns(*next); !dns) {
-            outcome = "reload failed, keeping the running configuration: " + dns.error().message;
+        } else if (auto prepared = engine->prepare(*next); !prepared) {
+            outcome =
+                "reload failed, keeping the running configuration: " + prepared.error().message;
             log::error(outcome);
         } else if (auto s = server->apply(*next); !s) {
             outcome = "reload failed, keeping the running configuration: " + s.error().message;
             log::error(outcome);
         } else {
-            engine->reconfigure(std::move(*dns), dane_limits(*next));
+            engine->apply(std::move(*prepared));
             log::set_level(next->log.level);
             resolver->set_config(std::make_shared<const Config>(std::move(*next)));
             outcome = "reloaded " + resolver->config()->source;
             log::info(outcome);
         }
         sd_notifyf(0, "READY=1\nSTATUS=%s; %s", status_line(*server).c_str(), outcome.c_str());
-    }
-
-    // A new resolver when [dns] changed (null when it did not), or the reason it cannot be.
-    Result<std::shared_ptr<DnsClient>> reload_dns(const Config& next) {
-        if (next.dns == resolver->config()->dns) return std::shared_ptr<DnsClient>();
-        auto dns = DnsClient::create(base.get(), dns_settings(next));
-        if (!dns) return dns.error();
-        return std::shared_ptr<DnsClient>(std::move(*dns));
     }
 
     void stop(const char* why) {
@@ -121,13 +114,12 @@ int main(int argc, char** argv) {
         log::error("cannot create the event loop");
         return 1;
     }
-    auto dns = DnsClient::create(d.base.get(), dns_settings(*config));
-    if (!dns) {
-        log::error("cannot start the DNS resolver: " + dns.error().message);
+    auto engine = DomainEngine::create(d.base.get(), *config);
+    if (!engine) {
+        log::error("cannot start the policy engine: " + engine.error().message);
         return kExitConfig;
     }
-    d.engine = std::make_unique<DaneEngine>(
-        d.base.get(), std::shared_ptr<DnsClient>(std::move(*dns)), dane_limits(*config));
+    d.engine = std::move(*engine);
     d.resolver = std::make_unique<PolicyResolver>(
         std::make_shared<const Config>(std::move(*config)), d.engine.get());
     d.server = std::make_unique<Server>(d.base.get(), *d.resolver);

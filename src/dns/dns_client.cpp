@@ -220,6 +220,24 @@ DnsLookup parse_getdns_response(const std::string& name, uint16_t type, getdns_d
                 l.tlsa.push_back(std::move(t));
                 break;
             }
+            case kTypeTxt: {
+                // RFC 8461 §3.1 (and RFC 7208 §3.3): the strings of one record are joined
+                // without spaces.
+                std::string text;
+                getdns_list* strings = nullptr;
+                size_t count = 0;
+                if (getdns_dict_get_list(r.rr, "/rdata/txt_strings", &strings) ==
+                        GETDNS_RETURN_GOOD &&
+                    getdns_list_get_length(strings, &count) == GETDNS_RETURN_GOOD) {
+                    for (size_t i = 0; i < count; ++i) {
+                        getdns_bindata* b = nullptr;
+                        if (getdns_list_get_bindata(strings, i, &b) == GETDNS_RETURN_GOOD && b)
+                            text.append(reinterpret_cast<const char*>(b->data), b->size);
+                    }
+                }
+                l.txt.push_back(std::move(text));
+                break;
+            }
             default:
                 break;
         }

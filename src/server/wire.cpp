@@ -35,6 +35,7 @@ std::string socketmap_reply(const Answer& answer) {
         // Postfix rejects an empty policy and defers; an empty Found is a bug upstream.
         if (answer.policy.empty()) return "TEMP empty policy";
         out += answer.policy;
+        if (out.size() > kMaxSocketmapReply) return "TEMP policy longer than socketmap allows";
     } else if (answer.outcome != Outcome::NotFound) {
         out += wire_reason(answer);
     }
@@ -52,6 +53,8 @@ std::string tcp_table_reply(const Answer& answer) {
         out += hex_quote(wire_reason(answer));
     }
     out += '\n';
+    if (out.size() > kMaxTcpTableReply)
+        return "400 policy longer than tcp_table allows; use socketmap\n";
     return out;
 }
 

@@ -25,6 +25,13 @@ inline constexpr std::size_t kMaxWireReason = 100;
 // empty for failures.
 std::string wire_reason(const Answer& answer);
 
+// Longest replies Postfix reads: dict_sockmap's default socketmap_max_reply, and dict_tcp's
+// line limit (newline included). A longer policy (a huge MTA-STS policy with TLSRPT
+// attributes) is answered TEMP: Postfix would fail on it and defer anyway, and this way the
+// log says why.
+inline constexpr std::size_t kMaxSocketmapReply = 100000;
+inline constexpr std::size_t kMaxTcpTableReply = 4096;
+
 // Socketmap reply payload (before netstring framing): "OK <policy>", "NOTFOUND ", "TEMP <why>".
 std::string socketmap_reply(const Answer& answer);
 

@@ -172,6 +172,12 @@ std::string world_env(const std::string& key) {
     throw std::runtime_error("world.env has no " + key);
 }
 
+std::string world_sts() {
+    return "[mta_sts]\nca_file = \"" + world_env("WEB_CA") +
+           "\"\nhttps_port = " + world_env("HTTPS_PORT") +
+           "\nallow_private_addresses = true\nconnect_timeout_ms = 2000\ntimeout_ms = 3000\n";
+}
+
 std::string world_dns() {
     return "[dns]\nresolvers = [\"127.0.0.1:" + world_env("RESOLVER_PORT") +
            "\"]\ntrust_anchor_file = \"" + world_env("ANCHOR") +

@@ -47,6 +47,9 @@ std::string world_env(const std::string& key);
 // The [dns] section that points the daemon at the world's resolver and trust anchor, with
 // short timeouts. Tests whose keys reach the DNS engine append it to their config.
 std::string world_dns();
+// An [mta_sts] section for the world's policy hosts: its web CA, HTTPS port, private
+// addresses allowed (they are all on loopback), short timeouts.
+std::string world_sts();
 
 // tlspolicyd with a config file, started and stopped by this object.
 class Daemon {

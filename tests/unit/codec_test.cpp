@@ -179,3 +179,16 @@ TEST_CASE("wire: every outcome maps to socketmap, tcp_table and exit code") {
     const std::string long_reason(500, 'r');
     CHECK(wire_reason(Answer::temp(long_reason)).size() <= kMaxWireReason + 3);
 }
+
+TEST_CASE("wire: a policy longer than a protocol allows is TEMP there, not cut") {
+    // 4092 bytes of policy: "200 " + policy + "\n" is 4097, one over tcp_table's line limit.
+    const std::string just_over = "verify match=" + std::string(4092 - 13, 'a');
+    const std::string at_limit = just_over.substr(1);
+    CHECK(tcp_table_reply(Answer::found(at_limit, Source::MtaSts)).size() == kMaxTcpTableReply);
+    CHECK(tcp_table_reply(Answer::found(just_over, Source::MtaSts)) ==
+          "400 policy longer than tcp_table allows; use socketmap\n");
+    CHECK(socketmap_reply(Answer::found(just_over, Source::MtaSts)) == "OK " + just_over);
+    const std::string huge = "verify match=" + std::string(kMaxSocketmapReply, 'a');
+    CHECK(socketmap_reply(Answer::found(huge, Source::MtaSts)) ==
+          "TEMP policy longer than socketmap allows");
+}

@@ -463,6 +463,9 @@ deadline_ms = 5000
 ca_file = "{ca}"
 https_port = {https}
 allow_private_addresses = true
+# Short, so that the slow-drip policy server is cut off quickly.
+connect_timeout_ms = 2000
+timeout_ms = 3000
 
 [policy]
 sts_level = "verify"

@@ -1,0 +1,162 @@
+#include "core/sts_state.h"
+
+#include <algorithm>
+
+namespace tlspolicy {
+
+const StoredStsPolicy* StsState::live(int64_t now) const {
+    return policy && now < policy->expires_at ? &*policy : nullptr;
+}
+
+namespace {
+
+bool fetch_allowed(const StsState& s, int64_t now) {
+    return !(s.failed_id == s.txt_id && now < s.retry_after);
+}
+
+// The TXT verdict names an id for which no live policy is stored.
+bool fetch_due(const StsState& s, int64_t now) {
+    if (!s.txt_found) return false;
+    if (s.txt_id == s.none_id && now < s.none_until) return false;  // known: mode none
+    const StoredStsPolicy* p = s.live(now);
+    return !p || p->id != s.txt_id;
+}
+
+StsOutcome with_live(const StsState& s, int64_t now, StsOutcome out) {
+    if (const StoredStsPolicy* p = s.live(now)) out.policy = *p;
+    return out;
+}
+
+std::string seconds(int64_t n) {
+    return std::to_string(n) + " s";
+}
+
+}  // namespace
+
+StsStep sts_next_step(const StsState& s, int64_t now) {
+    if (now >= s.txt_valid_until) return StsStep::CheckTxt;
+    if (fetch_due(s, now) && fetch_allowed(s, now)) return StsStep::Fetch;
+    return StsStep::UseKnown;
+}
+
+StsOutcome sts_known(const StsState& s, int64_t now) {
+    StsOutcome out;
+    if (s.txt_valid_until == 0) {
+        out.status = "not_found";
+        out.code = "not_checked";
+        out.reason = "the _mta-sts record was not looked up in time";
+    } else if (fetch_due(s, now)) {
+        out.status = "errored";
+        out.code =
+            s.failed_id == s.txt_id && !s.failed_code.empty() ? s.failed_code : "not_fetched";
+        out.reason = s.failed_id == s.txt_id && !s.failed_reason.empty()
+                         ? s.failed_reason + " (next try in " +
+                               seconds(std::max<int64_t>(0, s.retry_after - now)) + ")"
+                         : "the policy was not fetched in time";
+    } else if (!s.txt_found) {
+        out.status = "not_found";
+        out.code = s.txt_code;
+        out.reason = "no MTA-STS record (" + s.txt_code + ")";
+    } else {
+        out.status = "cached";
+        out.reason = "policy id " + s.txt_id + " checked less than its TXT TTL ago";
+    }
+    return with_live(s, now, std::move(out));
+}
+
+bool sts_apply_txt(StsState& s, const DnsLookup& l, int64_t txt_ttl, int64_t now, StsOutcome& out) {
+    out = {};
+    if (l.failed()) {
+        // A failed lookup is "no policy available" (RFC 8461 §3.3): the stored policy stays
+        // in force until its max_age, and the next lookup asks again (failures are not cached).
+        out.status = "not_found";
+        out.code = "dns_" + std::string(dns_result_name(l.result));
+        out.reason = "_mta-sts TXT lookup failed: " + (l.reason.empty() ? out.code : l.reason);
+        out = with_live(s, now, std::move(out));
+        return false;
+    }
+    std::vector<std::string> records;
+    if (l.result == DnsResult::Data) records = l.txt;
+    const StsTxt txt = parse_sts_txt(records);
+    s.txt_valid_until = now + std::max<int64_t>(txt_ttl, 1);
+    s.txt_found = txt.found;
+    s.txt_id = txt.found ? txt.id : std::string();
+    s.txt_code = txt.found ? std::string() : txt.code;
+    if (!txt.found) {
+        // Not a signal to purge a stored policy (RFC 8461 §3.3 / §5.1).
+        out.status = "not_found";
+        out.code = txt.code;
+        out.reason = "no usable _mta-sts record: " + txt.reason;
+        out = with_live(s, now, std::move(out));
+        return false;
+    }
+    if (StoredStsPolicy* p = s.policy ? &*s.policy : nullptr;
+        p && p->id == txt.id && now < p->expires_at) {
+        // The domain says its policy is unchanged: it holds for another max_age.
+        p->expires_at = now + p->policy.max_age;
+        out.status = "renewed";
+        out.reason = "policy id " + txt.id + " unchanged";
+        out.policy = *p;
+        return false;
+    }
+    if (txt.id == s.none_id && now < s.none_until) {
+        s.none_until = now + s.none_max_age;
+        out.status = "renewed";
+        out.reason = "policy id " + txt.id + " (mode none) unchanged";
+        return false;
+    }
+    if (!fetch_allowed(s, now)) {
+        out = sts_known(s, now);
+        return false;
+    }
+    return true;
+}
+
+StsOutcome sts_apply_fetch(StsState& s, bool ok, const std::string& body, const std::string& code,
+                           const std::string& reason, int64_t now) {
+    StsOutcome out;
+    std::string fail_code = code, fail_reason = reason;
+    if (ok) {
+        StsParse parsed = parse_sts_policy(body);
+        if (parsed.ok) {
+            s.failed_id.clear();
+            s.retry_after = 0;
+            s.failed_code.clear();
+            s.failed_reason.clear();
+            out.status = "found";
+            s.none_id.clear();
+            if (parsed.policy.mode == StsMode::None) {
+                // An authoritative "no policy" (RFC 8461 §5): the stored policy goes at once,
+                // and this id is not fetched again while its max_age lasts.
+                s.policy.reset();
+                s.none_id = s.txt_id;
+                s.none_max_age = parsed.policy.max_age;
+                s.none_until = now + parsed.policy.max_age;
+                out.reason = "policy id " + s.txt_id + " has mode none";
+                return out;
+            }
+            StoredStsPolicy p;
+            p.id = s.txt_id;
+            p.policy = std::move(parsed.policy);
+            p.body = body;
+            p.fetched_at = now;
+            p.expires_at = now + p.policy.max_age;
+            s.policy = p;
+            out.reason = "policy id " + s.txt_id + " fetched";
+            out.policy = std::move(p);
+            return out;
+        }
+        fail_code = parsed.error.code;
+        fail_reason = "invalid policy: " + parsed.error.reason;
+    }
+    s.failed_id = s.txt_id;
+    s.retry_after = now + kStsFetchRetrySeconds;
+    s.failed_code = fail_code;
+    s.failed_reason = fail_reason;
+    out.status = "errored";
+    out.code = fail_code;
+    out.reason = fail_reason;
+    return with_live(s, now, std::move(out));
+}
+
+}  // namespace tlspolicy

@@ -1,0 +1,209 @@
+#include "sts/domain_engine.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "util/json.h"
+#include "util/log.h"
+
+namespace tlspolicy {
+
+namespace {
+
+std::vector<std::string> mx_host_names(const DaneFacts& facts) {
+    std::vector<std::string> hosts;
+    for (const auto& h : facts.hosts)
+        hosts.push_back(h.name);
+    return hosts;
+}
+
+std::string mx_check_json(const std::vector<StsMxCheck>& checks) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < checks.size(); ++i) {
+        if (i) out += ',';
+        out += "{\"host\":";
+        json_append_string(out, checks[i].host);
+        out += ",\"matches\":";
+        out += checks[i].matches ? "true" : "false";
+        if (checks[i].matches) {
+            out += ",\"pattern\":";
+            json_append_string(out, checks[i].pattern);
+        }
+        out += '}';
+    }
+    out += ']';
+    return out;
+}
+
+}  // namespace
+
+Answer DomainEngine::combine(const DaneFacts& facts, const DaneDecision& dane, const StsReport& sts,
+                             const PolicySettings& settings, int64_t now) {
+    Answer answer = DaneEngine::answer_for(facts, dane);
+    const std::string dane_json = std::move(answer.details);
+    const StoredStsPolicy* policy = sts.outcome.policy ? &*sts.outcome.policy : nullptr;
+    const StsVerdict verdict =
+        policy ? sts_verdict(policy->policy, settings) : StsVerdict::NotFound;
+    const bool sts_applies = verdict != StsVerdict::NotFound;
+    std::vector<StsMxCheck> checks;
+    if (policy) checks = check_sts_mx(policy->policy, mx_host_names(facts));
+
+    // How long what MTA-STS said holds: until the TXT record is due again, and never past the
+    // policy's expiry.
+    int64_t sts_ttl = std::max<int64_t>(sts.txt_valid_until - now, 0);
+    if (policy) sts_ttl = std::min(sts_ttl, std::max<int64_t>(policy->expires_at - now, 0));
+
+    std::string decided_by = "dane";
+    switch (dane.verdict) {
+        case DaneVerdict::NoDane: {
+            decided_by = "mta-sts";
+            const std::string sts_why =
+                sts.outcome.reason.empty() ? sts.outcome.status : sts.outcome.reason;
+            if (verdict == StsVerdict::Enforce) {
+                answer = Answer::found(
+                    sts_enforce_policy(facts.domain, policy->policy, settings), Source::MtaSts,
+                    "MTA-STS mode " + std::string(sts_mode_name(policy->policy.mode)) +
+                        ", policy id " + policy->id + " (" + sts.outcome.status + ")");
+            } else if (verdict == StsVerdict::Encrypt) {
+                answer = Answer::found(
+                    "encrypt", Source::MtaSts,
+                    "MTA-STS mode testing with testing_mode = encrypt, policy id " + policy->id);
+            } else if (policy) {
+                answer = Answer::not_found("no DANE; MTA-STS mode " +
+                                           std::string(sts_mode_name(policy->policy.mode)) +
+                                           " is not applied (testing_mode = ignore)");
+            } else {
+                answer = Answer::not_found("no DANE (" + dane.reason +
+                                           "); no MTA-STS policy: " + sts_why);
+            }
+            answer.ttl = std::min(dane.ttl, sts_ttl);
+            break;
+        }
+        case DaneVerdict::Dane:
+            if (dane.unfinished && sts_applies) {
+                // `dane` would let hosts without TLSA fall to opportunistic TLS, weaker than
+                // the MTA-STS policy the domain also publishes: defer instead.
+                decided_by = "both";
+                answer = Answer::temp(
+                    "TLSA lookup unfinished on a secure MX set and an MTA-STS policy exists");
+                answer.ttl = 0;
+            }
+            break;
+        default:
+            break;
+    }
+
+    std::string details = "{\"dane\":" + dane_json + ",\"mta_sts\":" + sts_report_json(sts);
+    details += ",\"decided_by\":";
+    json_append_string(details, decided_by);
+    if (policy) {
+        details += ",\"mx_check\":" + mx_check_json(checks);
+        details += ",\"sts_verdict\":";
+        json_append_string(details, verdict == StsVerdict::Enforce   ? "enforce"
+                                    : verdict == StsVerdict::Encrypt ? "encrypt"
+                                                                     : "not-applied");
+    }
+    details += '}';
+    answer.details = std::move(details);
+    return answer;
+}
+
+std::string DomainEngine::refused_mx(const DaneFacts& facts, const StsReport& sts) {
+    if (!sts.outcome.policy || sts.outcome.policy->policy.mode == StsMode::None) return {};
+    std::string refused;
+    for (const auto& c : check_sts_mx(sts.outcome.policy->policy, mx_host_names(facts))) {
+        if (c.matches) continue;
+        if (!refused.empty()) refused += ", ";
+        refused += c.host;
+    }
+    return refused;
+}
+
+Result<std::unique_ptr<DomainEngine>> DomainEngine::create(event_base* base, const Config& config,
+                                                           StsEngine::Clock clock) {
+    auto dns = DnsClient::create(base, dns_settings(config));
+    if (!dns) return dns.error();
+    auto fetcher = HttpsFetcher::create(base, fetch_settings(config));
+    if (!fetcher) return fetcher.error();
+    std::unique_ptr<DomainEngine> e(new DomainEngine());
+    e->base_ = base;
+    e->clock_ =
+        clock ? clock : StsEngine::Clock([] { return static_cast<int64_t>(std::time(nullptr)); });
+    e->dns_config_ = config.dns;
+    e->sts_config_ = config.mta_sts;
+    std::shared_ptr<DnsClient> shared_dns(std::move(*dns));
+    e->dane_ = std::make_unique<DaneEngine>(base, shared_dns, dane_limits(config));
+    e->sts_ = std::make_unique<StsEngine>(base, shared_dns,
+                                          std::shared_ptr<HttpsFetcher>(std::move(*fetcher)),
+                                          sts_settings(config), e->clock_);
+    return e;
+}
+
+Result<DomainEngine::Reconfig> DomainEngine::prepare(const Config& next) const {
+    Reconfig r;
+    if (!(next.dns == dns_config_)) {
+        auto d = DnsClient::create(base_, dns_settings(next));
+        if (!d) return d.error();
+        r.dns = std::move(*d);
+    }
+    if (!(next.mta_sts == sts_config_)) {
+        auto f = HttpsFetcher::create(base_, fetch_settings(next));
+        if (!f) return f.error();
+        r.fetcher = std::move(*f);
+    }
+    r.dns_config = next.dns;
+    r.sts_config = next.mta_sts;
+    r.dane_limits = dane_limits(next);
+    r.sts_settings = sts_settings(next);
+    return r;
+}
+
+void DomainEngine::apply(Reconfig next) {
+    dane_->reconfigure(next.dns, next.dane_limits);
+    sts_->reconfigure(next.dns, std::move(next.fetcher), next.sts_settings);
+    dns_config_ = std::move(next.dns_config);
+    sts_config_ = std::move(next.sts_config);
+}
+
+void DomainEngine::lookup(const std::string& domain, const PolicySettings& settings,
+                          AnswerCallback done) {
+    // Both halves run at once; the answer is combined when both have finished.
+    struct Join {
+        DaneFacts facts;
+        DaneDecision dane;
+        StsReport sts;
+        int pending = 2;
+        PolicySettings settings;
+        AnswerCallback done;
+        StsEngine::Clock clock;
+    };
+    auto join = std::make_shared<Join>();
+    join->settings = settings;
+    join->done = std::move(done);
+    join->clock = clock_;
+    auto finish = [join] {
+        if (--join->pending) return;
+        Answer a = combine(join->facts, join->dane, join->sts, join->settings, join->clock());
+        if (const std::string refused = refused_mx(join->facts, join->sts);
+            !refused.empty() && join->sts.fetched)
+            log::warning(join->facts.domain + ": MX host(s) " + log::sanitize(refused) +
+                         " match no mx pattern of MTA-STS policy id " +
+                         join->sts.outcome.policy->id +
+                         ": Postfix will not deliver there while the policy is enforced");
+        if (log::enabled(log::Level::Debug))
+            log::debug(join->facts.domain + ": " + std::string(outcome_name(a.outcome)) + " " +
+                       a.policy + " (" + std::string(source_name(a.source)) + "): " + a.reason);
+        join->done(std::move(a));
+    };
+    dane_->gather(domain, [join, finish](const DaneFacts& f, const DaneDecision& d) {
+        join->facts = f;
+        join->dane = d;
+        finish();
+    });
+    sts_->gather(domain, [join, finish](const StsReport& r) {
+        join->sts = r;
+        finish();
+    });
+}
+
+}  // namespace tlspolicy

@@ -1,0 +1,67 @@
+// DomainEngine: the whole decision table of docs/architecture.md section 1 for recipient
+// domains. It owns the resolver, the HTTPS fetcher, the DANE engine and the MTA-STS engine,
+// runs both halves of one lookup in parallel, and combines them (RFC 8461 §2): DANE is decided
+// first; an MTA-STS policy applies only when DANE says "no DANE", and never replaces a DANE
+// answer or a DANE lookup failure.
+#pragma once
+
+#include <event2/event.h>
+
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "core/resolver.h"
+#include "dns/dane_engine.h"
+#include "sts/sts_engine.h"
+#include "util/result.h"
+
+namespace tlspolicy {
+
+class DomainEngine : public PolicyEngine {
+  public:
+    // Fails with a clear message when the resolver (trust anchors) or libcurl cannot be set up.
+    static Result<std::unique_ptr<DomainEngine>> create(event_base* base, const Config& config,
+                                                        StsEngine::Clock clock = {});
+
+    // PolicyEngine: the answer for a recipient domain; details hold {"dane":…,"mta_sts":…}.
+    void lookup(const std::string& domain, const PolicySettings& settings,
+                AnswerCallback done) override;
+
+    // Reload in two steps, so a reload that fails elsewhere changes nothing: prepare() builds
+    // a new resolver when [dns] changed and a new fetcher when [mta_sts] changed (or says why
+    // it cannot); apply() swaps them in. Running lookups finish on the old ones; MTA-STS
+    // policies already known are kept.
+    struct Reconfig {
+        std::shared_ptr<DnsClient> dns;         // null: unchanged
+        std::shared_ptr<HttpsFetcher> fetcher;  // null: unchanged
+        Config::Dns dns_config;
+        Config::MtaSts sts_config;
+        DaneLimits dane_limits;
+        StsSettings sts_settings;
+    };
+    Result<Reconfig> prepare(const Config& next) const;
+    void apply(Reconfig next);
+
+    std::size_t in_progress() const { return dane_->in_progress() + sts_->in_progress(); }
+
+    // The decision table's combination of the two halves at unix time `now` (exposed for
+    // tests): the answer, its TTL and the JSON details, including each MX host checked
+    // against the MTA-STS patterns.
+    static Answer combine(const DaneFacts& facts, const DaneDecision& dane, const StsReport& sts,
+                          const PolicySettings& settings, int64_t now);
+
+    // The MX hosts of `facts` that an MTA-STS policy in force would refuse ("" when none).
+    static std::string refused_mx(const DaneFacts& facts, const StsReport& sts);
+
+  private:
+    DomainEngine() = default;
+    event_base* base_ = nullptr;
+    StsEngine::Clock clock_;
+    Config::Dns dns_config_;
+    Config::MtaSts sts_config_;
+    std::unique_ptr<DaneEngine> dane_;
+    std::unique_ptr<StsEngine> sts_;
+};
+
+}  // namespace tlspolicy

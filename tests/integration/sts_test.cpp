@@ -1,0 +1,320 @@
+// The MTA-STS engine against the test world: every MTA-STS and "both" row of the scenario
+// table through `tlspolicy query --json` and through the daemon asked by Postfix's postmap,
+// the reasons behind refusals, TLSRPT attributes, an id change picked up at the next TXT
+// check, and a known enforce policy kept while its web server fails. Needs $WORLD.
+#include <doctest/doctest.h>
+#include <toml++/toml.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.h"
+
+using harness::Daemon;
+using harness::TempDir;
+
+namespace {
+
+struct Row {
+    std::string name, key, answer, answer_after, decided_by;
+    std::map<std::string, std::string> config;  // dotted key -> TOML literal
+};
+
+std::string literal(const toml::node& n) {
+    if (const auto* s = n.as_string()) return "\"" + s->get() + "\"";
+    if (const auto* b = n.as_boolean()) return b->get() ? "true" : "false";
+    if (const auto* i = n.as_integer()) return std::to_string(i->get());
+    return "";
+}
+
+std::vector<Row> sts_rows() {
+    const auto t = toml::parse_file(harness::world_env("SCENARIOS"));
+    std::vector<Row> out;
+    for (const auto& node : *t["scenario"].as_array()) {
+        const auto& r = *node.as_table();
+        Row row;
+        row.name = r["name"].value_or(std::string());
+        row.key = r["key"].value_or(r["domain"].value_or(std::string()));
+        row.answer = r["answer"].value_or(std::string());
+        row.answer_after = r["answer_after"].value_or(std::string());
+        row.decided_by = r["decided_by"].value_or(std::string("dane"));
+        if (const auto* c = r["config"].as_table())
+            for (const auto& [k, v] : *c)
+                row.config[std::string(k.str())] = literal(v);
+        if (row.decided_by != "dane") out.push_back(row);
+    }
+    return out;
+}
+
+// The daemon's configuration for the world with a row's overrides applied.
+std::string world_config(const std::map<std::string, std::string>& over,
+                         const std::string& extra = "") {
+    std::map<std::string, std::map<std::string, std::string>> sections = {
+        {"mta_sts",
+         {{"ca_file", "\"" + harness::world_env("WEB_CA") + "\""},
+          {"https_port", harness::world_env("HTTPS_PORT")},
+          {"allow_private_addresses", "true"},
+          {"connect_timeout_ms", "2000"},
+          {"timeout_ms", "3000"}}},
+        {"policy", {{"sts_level", "\"verify\""}, {"testing_mode", "\"ignore\""}}},
+    };
+    for (const auto& [k, v] : over) {
+        const auto dot = k.find('.');
+        sections[k.substr(0, dot)][k.substr(dot + 1)] = v;
+    }
+    std::string text = harness::world_dns();
+    for (const auto& [section, keys] : sections) {
+        text += "[" + section + "]\n";
+        for (const auto& [k, v] : keys)
+            text += k + " = " + v + "\n";
+    }
+    return text + extra;
+}
+
+// Rows grouped by their configuration overrides (one query / daemon per group).
+std::map<std::map<std::string, std::string>, std::vector<Row>> by_config() {
+    std::map<std::map<std::string, std::string>, std::vector<Row>> groups;
+    for (const auto& r : sts_rows())
+        groups[r.config].push_back(r);
+    return groups;
+}
+
+harness::RunResult query(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {harness::env_path("TLSPOLICY")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return harness::run(argv, "", 60000);
+}
+
+std::vector<std::string> lines(const std::string& text) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        const auto end = text.find('\n', start);
+        out.push_back(text.substr(start, end - start));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return out;
+}
+
+bool has(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+std::string json_outcome(const std::string& answer) {
+    if (answer == "NOTFOUND") return "\"outcome\":\"not-found\",\"policy\":null";
+    if (answer == "TEMP") return "\"outcome\":\"temp\"";
+    return "\"outcome\":\"found\",\"policy\":\"" + answer.substr(3) + "\"";
+}
+
+// What the JSON must say for rows whose answer is "no policy" for a specific reason.
+const std::map<std::string, std::vector<std::string>>& why() {
+    static const std::map<std::string, std::vector<std::string>> w = {
+        {"sts-no-txt", {"\"code\":\"no_sts_record\""}},
+        {"sts-two-txt", {"\"code\":\"multi_sts_records\""}},
+        {"sts-txt-no-id", {"\"code\":\"invalid_sts_id\""}},
+        {"sts-enforce-no-mx", {"\"code\":\"invalid_sts_mx\""}},
+        {"sts-ip-literal-mx", {"\"code\":\"invalid_sts_mx\""}},
+        {"sts-wrong-version", {"\"code\":\"invalid_sts_version\""}},
+        {"sts-http-404", {"\"code\":\"http_status_404\""}},
+        // A redirect is never followed: the 301 itself is the failure.
+        {"sts-http-301", {"\"code\":\"http_status_301\"", "\"http_status\":301"}},
+        {"sts-text-html", {"\"code\":\"invalid_content_type\""}},
+        {"sts-big-length", {"\"code\":\"body_too_large\""}},
+        {"sts-big-chunked", {"\"code\":\"body_too_large\""}},
+        {"sts-big-close", {"\"code\":\"body_too_large\""}},
+        {"sts-slow-body", {"\"code\":\"timeout\""}},
+        {"sts-unknown-ca", {"\"code\":\"certificate_error\""}},
+        {"sts-wrong-name", {"\"code\":\"certificate_error\""}},
+        {"sts-expired-cert", {"\"code\":\"certificate_error\""}},
+        {"sts-private-address",
+         {"\"code\":\"private_address\"", "\"refused_addresses\":[\"127.0.0.1\"]"}},
+        {"sts-none", {"has mode none", "\"status\":\"found\""}},
+        {"sts-testing", {"\"mode\":\"testing\"", "\"sts_verdict\":\"not-applied\""}},
+        {"sts-mx-outside-policy", {"{\"host\":\"other.sts-mismatch.test\",\"matches\":false}"}},
+        {"dane-tlsa-fail-sts-enforce", {"\"decided_by\":\"both\"", "\"unfinished\":true"}},
+    };
+    return w;
+}
+
+// Flips scenario rows of the world (tests/world/world.py flip) and flips them back at the end.
+class Flip {
+  public:
+    explicit Flip(std::vector<std::string> names) : names_(std::move(names)) { flip("after"); }
+    ~Flip() {
+        try {
+            flip("before");
+        } catch (...) {
+        }
+    }
+
+  private:
+    void flip(const std::string& state) {
+        for (const auto& n : names_) {
+            const auto r = harness::run(
+                {"/usr/bin/python3", harness::env_path("SOURCE_ROOT") + "/tests/world/world.py",
+                 "flip", std::getenv("WORLD"), n, state},
+                "", 30000);
+            INFO("flip " << n << " " << state << ": " << r.out << r.err);
+            REQUIRE(r.exit_code == 0);
+        }
+    }
+    std::vector<std::string> names_;
+};
+
+}  // namespace
+
+TEST_CASE("mta-sts: every MTA-STS and both row through tlspolicy query --json") {
+    TempDir dir;
+    int checked = 0;
+    for (const auto& [config, rows] : by_config()) {
+        dir.write("q.toml", world_config(config));
+        std::vector<std::string> args = {"-c", dir.file("q.toml"), "query", "--json"};
+        for (const auto& r : rows)
+            args.push_back(r.key);
+        const auto res = query(args);
+        const auto out = lines(res.out);
+        REQUIRE(out.size() == rows.size());
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            const Row& r = rows[i];
+            const std::string& got = out[i];
+            CAPTURE(r.name);
+            CAPTURE(got);
+            CHECK(has(got, json_outcome(r.answer)));
+            // Both halves are always shown.
+            CHECK(has(got, "\"dane\":{"));
+            CHECK(has(got, "\"mta_sts\":{"));
+            if (r.answer.rfind("OK ", 0) == 0) CHECK(has(got, "\"source\":\"mta-sts\""));
+            if (r.decided_by == "mta-sts") CHECK(has(got, "\"decided_by\":\"mta-sts\""));
+            if (auto it = why().find(r.name); it != why().end())
+                for (const auto& part : it->second)
+                    CHECK(has(got, part));
+            if (r.name == "sts-slow-body") {
+                // Cut off at the 3000 ms fetch timeout, not at the end of the drip.
+                const auto at = got.find("\"elapsed_ms\":");
+                REQUIRE(at != std::string::npos);
+                const long ms = std::atol(got.c_str() + at + 13);
+                CHECK(ms >= 2900);
+                CHECK(ms < 4500);
+            }
+            ++checked;
+        }
+    }
+    CHECK(checked >= 30);
+}
+
+TEST_CASE("mta-sts: every MTA-STS and both row through the daemon, asked by postmap -q") {
+    int checked = 0;
+    for (const auto& [config, rows] : by_config()) {
+        TempDir dir;
+        Daemon d(dir, std::string(harness::kLoopbackListeners) + world_config(config));
+        const std::vector<std::string> maps = {
+            "socketmap:inet:" + d.address("socketmap") + ":postfix",
+            "tcp:" + d.address("tcp_table")};
+        for (const auto& r : rows) {
+            for (const auto& map : maps) {
+                CAPTURE(r.name);
+                CAPTURE(map);
+                const auto res = harness::postmap(dir, r.key, map);
+                CAPTURE(res.err);
+                if (r.answer.rfind("OK ", 0) == 0) {
+                    CHECK(res.exit_code == 0);
+                    CHECK(res.out == r.answer.substr(3) + "\n");
+                } else if (r.answer == "NOTFOUND") {
+                    CHECK(res.exit_code == 1);
+                    CHECK(res.out.empty());
+                    CHECK(res.err.empty());
+                } else {
+                    CHECK(res.exit_code != 0);
+                    CHECK(res.out.empty());
+                    CHECK(
+                        has(res.err, map.starts_with("tcp:") ? "query error" : "temporary error"));
+                }
+                ++checked;
+            }
+        }
+        // The one MX host outside its domain's policy is named in a warning.
+        if (config.empty())
+            CHECK(has(d.log(),
+                      "sts-mismatch.test: MX host(s) other.sts-mismatch.test match no mx "
+                      "pattern of MTA-STS policy id mm1"));
+    }
+    CHECK(checked >= 60);
+}
+
+TEST_CASE("mta-sts: TLSRPT attributes for a profile, never for DANE answers; servername off") {
+    TempDir dir;
+    const std::string profiles =
+        "[policy.profiles.tlsrpt]\ntlsrpt = true\n[policy.profiles.old]\nservername = false\n";
+    Daemon d(dir, std::string(harness::kLoopbackListeners) + world_config({}, profiles));
+    const std::string base = "socketmap:inet:" + d.address("socketmap") + ":";
+    auto res = harness::postmap(dir, "sts-wild.test", base + "tlsrpt");
+    CHECK(res.exit_code == 0);
+    CHECK(res.out ==
+          "verify match=.sts-wild.test:mx.backup-provider.test servername=hostname "
+          "policy_type=sts policy_domain=sts-wild.test mx_host_pattern=*.sts-wild.test "
+          "mx_host_pattern=mx.backup-provider.test { policy_string = version: STSv1 } "
+          "{ policy_string = mode: enforce } { policy_string = mx: *.sts-wild.test } "
+          "{ policy_string = mx: mx.backup-provider.test } { policy_string = max_age: 604800 }\n");
+    // The default map name stays plain for Postfix <= 3.9.
+    res = harness::postmap(dir, "sts-wild.test", base + "postfix");
+    CHECK(res.out == "verify match=.sts-wild.test:mx.backup-provider.test servername=hostname\n");
+    res = harness::postmap(dir, "sts-wild.test", base + "old");
+    CHECK(res.out == "verify match=.sts-wild.test:mx.backup-provider.test\n");
+    // DANE wins on both.test, and a DANE answer never carries TLSRPT attributes.
+    res = harness::postmap(dir, "both.test", base + "tlsrpt");
+    CHECK(res.out == "dane-only\n");
+}
+
+TEST_CASE(
+    "mta-sts: an id change is fetched at the next TXT check; a known policy outlives a failing "
+    "server") {
+    TempDir dir;
+    // min_ttl 0: the TXT records' own TTL (1 s) decides when they are checked again.
+    Daemon d(dir, std::string(harness::kLoopbackListeners) +
+                      world_config({{"cache.min_ttl", "0"}}, "[log]\nlevel = \"debug\"\n"));
+    const std::string map = "socketmap:inet:" + d.address("socketmap") + ":postfix";
+    std::map<std::string, Row> rows;
+    for (const auto& r : sts_rows())
+        rows[r.name] = r;
+    const Row& change = rows.at("sts-id-change");
+    const Row& keep = rows.at("sts-keep-on-failure");
+    REQUIRE(harness::postmap(dir, change.key, map).out == change.answer.substr(3) + "\n");
+    REQUIRE(harness::postmap(dir, keep.key, map).out == keep.answer.substr(3) + "\n");
+
+    Flip flip({change.name, keep.name});
+    // The TXT TTL is 1 s: ask until the daemon has looked again (bounded; each ask is a real
+    // lookup, and the new id can only be seen once the old TXT record expired).
+    std::string got;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+        got = harness::postmap(dir, change.key, map).out;
+        if (got == change.answer_after.substr(3) + "\n") break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    CHECK(got == change.answer_after.substr(3) + "\n");
+
+    // sts-keep: its id changed too and the policy host now answers 503; the daemon tries the
+    // new id, fails, and keeps the enforce policy it knows (RFC 8461 5.1).
+    std::string log;
+    const auto until2 = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < until2) {
+        CHECK(harness::postmap(dir, keep.key, map).out == keep.answer_after.substr(3) + "\n");
+        log = d.log();
+        if (has(log, "sts-keep.test: found " + keep.answer_after.substr(3) +
+                         " (mta-sts): MTA-STS mode enforce, policy id k1 (errored)"))
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    CHECK(has(log, "policy id k1 (errored)"));
+    // A fresh lookup that never knew the policy finds none: the failure is real.
+    dir.write("q.toml", world_config({}));
+    const auto fresh = query({"-c", dir.file("q.toml"), "query", "--json", keep.key});
+    CAPTURE(fresh.out);
+    CHECK(fresh.exit_code == 1);
+    CHECK(has(fresh.out, "\"code\":\"http_status_503\""));
+}
