@@ -355,15 +355,6 @@ void json_key(std::string& out, std::string_view key) {
     out += ':';
 }
 
-void json_names(std::string& out, const std::vector<std::string>& names) {
-    out += '[';
-    for (std::size_t i = 0; i < names.size(); ++i) {
-        if (i) out += ',';
-        json_append_string(out, names[i]);
-    }
-    out += ']';
-}
-
 std::string hex(const std::string& bytes) {
     static const char digits[] = "0123456789abcdef";
     std::string out;
@@ -394,7 +385,7 @@ void json_lookup(std::string& out, const DnsLookup& l) {
     if (!l.cnames.empty()) {
         out += ',';
         json_key(out, "cnames");
-        json_names(out, l.cnames);
+        json_append_strings(out, l.cnames);
     }
     if (!l.reason.empty()) {
         out += ',';
@@ -421,7 +412,7 @@ void json_lookup(std::string& out, const DnsLookup& l) {
     if (!l.addresses.empty()) {
         out += ',';
         json_key(out, "addresses");
-        json_names(out, l.addresses);
+        json_append_strings(out, l.addresses);
     }
     if (!l.tlsa.empty()) {
         out += ',';
@@ -448,7 +439,7 @@ void json_lookup(std::string& out, const DnsLookup& l) {
     if (!l.txt.empty()) {
         out += ',';
         json_key(out, "txt");
-        json_names(out, l.txt);
+        json_append_strings(out, l.txt);
     }
     out += '}';
 }
@@ -519,7 +510,7 @@ std::string dane_facts_json(const DaneFacts& f, const DaneDecision& d) {
             json_append_string(out, h.base_domain);
             out += ',';
             json_key(out, "reference_names");
-            json_names(out, h.reference_names);
+            json_append_strings(out, h.reference_names);
         }
         out += '}';
     }

@@ -54,15 +54,6 @@ void string_member(std::string& out, std::string_view k, std::string_view v) {
     json_append_string(out, v);
 }
 
-void names(std::string& out, const std::vector<std::string>& v) {
-    out += '[';
-    for (std::size_t i = 0; i < v.size(); ++i) {
-        if (i) out += ',';
-        json_append_string(out, v[i]);
-    }
-    out += ']';
-}
-
 }  // namespace
 
 std::string sts_report_json(const StsReport& r) {
@@ -84,11 +75,11 @@ std::string sts_report_json(const StsReport& r) {
         json_append_string(out, r.fetch_host);
         out += ',';
         key(out, "addresses");
-        names(out, r.fetch_addresses);
+        json_append_strings(out, r.fetch_addresses);
         if (!r.refused_addresses.empty()) {
             out += ',';
             key(out, "refused_addresses");
-            names(out, r.refused_addresses);
+            json_append_strings(out, r.refused_addresses);
         }
         out += ",\"ok\":";
         out += r.fetch.ok ? "true" : "false";
@@ -111,7 +102,7 @@ std::string sts_report_json(const StsReport& r) {
         out += ",\"max_age\":" + std::to_string(p.policy.max_age);
         out += ',';
         key(out, "mx");
-        names(out, p.policy.mx);
+        json_append_strings(out, p.policy.mx);
         out += ",\"fetched_at\":" + std::to_string(p.fetched_at);
         out += ",\"expires_at\":" + std::to_string(p.expires_at);
         out += '}';

@@ -42,4 +42,13 @@ std::string json_string(std::string_view s) {
     return out;
 }
 
+void json_append_strings(std::string& out, const std::vector<std::string>& strings) {
+    out += '[';
+    for (std::size_t i = 0; i < strings.size(); ++i) {
+        if (i) out += ',';
+        json_append_string(out, strings[i]);
+    }
+    out += ']';
+}
+
 }  // namespace tlspolicy

@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tlspolicy {
 
@@ -13,5 +14,8 @@ void json_append_string(std::string& out, std::string_view s);
 
 // The same, returned as a new string.
 std::string json_string(std::string_view s);
+
+// Appends a JSON array of string literals.
+void json_append_strings(std::string& out, const std::vector<std::string>& strings);
 
 }  // namespace tlspolicy

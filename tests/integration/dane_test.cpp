@@ -16,6 +16,10 @@ using harness::TempDir;
 
 namespace {
 
+using harness::contains;
+using harness::json_outcome;
+using harness::lines;
+
 struct Row {
     std::string name, key, answer, decided_by;
     bool bogus = false;  // some DNS check of the row expects a bogus answer
@@ -40,35 +44,6 @@ std::vector<Row> rows() {
     return out;
 }
 
-harness::RunResult query(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {harness::env_path("TLSPOLICY")};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return harness::run(argv, "", 60000);
-}
-
-std::vector<std::string> lines(const std::string& text) {
-    std::vector<std::string> out;
-    std::size_t start = 0;
-    while (start < text.size()) {
-        const auto end = text.find('\n', start);
-        out.push_back(text.substr(start, end - start));
-        if (end == std::string::npos) break;
-        start = end + 1;
-    }
-    return out;
-}
-
-bool has(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
-
-// What `query --json` prints for an expected answer of the table.
-std::string json_outcome(const std::string& answer) {
-    if (answer == "NOTFOUND") return "\"outcome\":\"not-found\",\"policy\":null";
-    if (answer == "TEMP") return "\"outcome\":\"temp\"";
-    return "\"outcome\":\"found\",\"policy\":\"" + answer.substr(3) + "\"";
-}
-
 }  // namespace
 
 TEST_CASE("dane: every scenario row through tlspolicy query --json, all keys at once") {
@@ -77,7 +52,7 @@ TEST_CASE("dane: every scenario row through tlspolicy query --json, all keys at 
     std::vector<std::string> args = {"-c", harness::world_env("CONFIG"), "query", "--json"};
     for (const auto& r : table)
         args.push_back(r.key);
-    const auto res = query(args);
+    const auto res = harness::tlspolicy(args);
     const auto out = lines(res.out);
     REQUIRE(out.size() == table.size());
     int dane_rows = 0;
@@ -87,23 +62,23 @@ TEST_CASE("dane: every scenario row through tlspolicy query --json, all keys at 
         CAPTURE(r.name);
         CAPTURE(got);
         // Every computed answer explains itself: the deciding rule and the MX lookup.
-        CHECK(has(got, "\"rule\":"));
-        CHECK(has(got, "\"mx_lookup\":{"));
+        CHECK(contains(got, "\"rule\":"));
+        CHECK(contains(got, "\"mx_lookup\":{"));
         if (r.decided_by == "dane") {
             ++dane_rows;
-            CHECK(has(got, json_outcome(r.answer)));
+            CHECK(contains(got, json_outcome(r.answer)));
         } else if (r.decided_by == "mta-sts") {
             // The DANE half hands these to MTA-STS: "no DANE".
-            CHECK(has(got, "\"verdict\":\"no-dane\""));
+            CHECK(contains(got, "\"verdict\":\"no-dane\""));
         } else {
             // "both": the DANE half says `dane` with an unfinished TLSA lookup, and the
             // MTA-STS policy turns that into TEMP (tests/integration/sts_test.cpp).
-            CHECK(has(got, "\"verdict\":\"dane\""));
-            CHECK(has(got, "\"unfinished\":true"));
-            CHECK(has(got, json_outcome(r.answer)));
+            CHECK(contains(got, "\"verdict\":\"dane\""));
+            CHECK(contains(got, "\"unfinished\":true"));
+            CHECK(contains(got, json_outcome(r.answer)));
         }
         // RFC 7672 / architecture.md principle 4: bogus never falls through to "no policy".
-        if (r.bogus) CHECK_FALSE(has(got, "\"verdict\":\"no-dane\""));
+        if (r.bogus) CHECK_FALSE(contains(got, "\"verdict\":\"no-dane\""));
     }
     CHECK(dane_rows >= 35);
     CHECK(res.exit_code == 75);  // the worst of all keys: some rows are TEMP
@@ -133,7 +108,8 @@ TEST_CASE("dane: every DANE row through the daemon, asked by Postfix's postmap -
                 CHECK(res.exit_code != 0);
                 CHECK(res.out.empty());
                 // An error Postfix defers the mail on (dict_sockmap / dict_tcp wording).
-                CHECK(has(res.err, map.starts_with("tcp:") ? "query error" : "temporary error"));
+                CHECK(
+                    contains(res.err, map.starts_with("tcp:") ? "query error" : "temporary error"));
             }
             ++checked;
         }
@@ -156,13 +132,14 @@ TEST_CASE("dane: a dead or closed first resolver fails over to the next one") {
         CAPTURE(c.name);
         dir.write("fo.toml", "[dns]\nresolvers = [" + c.resolvers + "]\ntrust_anchor_file = \"" +
                                  harness::world_env("ANCHOR") + "\"\ntimeout_ms = 300\n");
-        const auto res = query({"-c", dir.file("fo.toml"), "query", "--json", "dane-ee.test"});
+        const auto res =
+            harness::tlspolicy({"-c", dir.file("fo.toml"), "query", "--json", "dane-ee.test"});
         CAPTURE(res.out);
         CHECK(res.exit_code == 0);
-        CHECK(has(res.out, "\"policy\":\"dane-only\""));
+        CHECK(contains(res.out, "\"policy\":\"dane-only\""));
         // The answers came from the live resolver, not from a guess.
-        CHECK(has(res.out, "\"resolver\":\"" + front + "\""));
-        CHECK_FALSE(has(res.out, "\"resolver\":\"" + dead + "\""));
+        CHECK(contains(res.out, "\"resolver\":\"" + front + "\""));
+        CHECK_FALSE(contains(res.out, "\"resolver\":\"" + dead + "\""));
     }
 }
 
@@ -172,16 +149,17 @@ TEST_CASE("dane: the per-domain deadline ends lookups that are still running") {
                              "\"]\ntrust_anchor_file = \"" + harness::world_env("ANCHOR") +
                              "\"\ntimeout_ms = 1000\ndeadline_ms = 1500\n");
     // The MX lookup never finishes (1000 ms per attempt, two attempts): TEMP at the deadline.
-    auto res = query({"-c", dir.file("dl.toml"), "query", "--json", "mx-timeout.test"});
+    auto res =
+        harness::tlspolicy({"-c", dir.file("dl.toml"), "query", "--json", "mx-timeout.test"});
     CAPTURE(res.out);
     CHECK(res.exit_code == 75);
-    CHECK(has(res.out, "\"deadline_reached\":true"));
-    CHECK(has(res.out, "per-domain deadline reached"));
+    CHECK(contains(res.out, "\"deadline_reached\":true"));
+    CHECK(contains(res.out, "per-domain deadline reached"));
     // The TLSA lookup never finishes: the secure MX set stays known, so `dane`, never not found.
-    res = query({"-c", dir.file("dl.toml"), "query", "--json", "tlsa-timeout.test"});
+    res = harness::tlspolicy({"-c", dir.file("dl.toml"), "query", "--json", "tlsa-timeout.test"});
     CHECK(res.exit_code == 0);
-    CHECK(has(res.out, "\"policy\":\"dane\""));
-    CHECK(has(res.out, "\"deadline_reached\":true"));
+    CHECK(contains(res.out, "\"policy\":\"dane\""));
+    CHECK(contains(res.out, "\"deadline_reached\":true"));
 }
 
 TEST_CASE("dane: concurrent lookups of one domain share one resolution") {

@@ -172,6 +172,34 @@ std::string world_env(const std::string& key) {
     throw std::runtime_error("world.env has no " + key);
 }
 
+RunResult tlspolicy(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {env_path("TLSPOLICY")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, "", 60000);
+}
+
+std::vector<std::string> lines(const std::string& text) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        const auto end = text.find('\n', start);
+        out.push_back(text.substr(start, end - start));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return out;
+}
+
+bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+std::string json_outcome(const std::string& answer) {
+    if (answer == "NOTFOUND") return "\"outcome\":\"not-found\",\"policy\":null";
+    if (answer == "TEMP") return "\"outcome\":\"temp\"";
+    return "\"outcome\":\"found\",\"policy\":\"" + answer.substr(3) + "\"";
+}
+
 std::string world_sts() {
     return "[mta_sts]\nca_file = \"" + world_env("WEB_CA") +
            "\"\nhttps_port = " + world_env("HTTPS_PORT") +

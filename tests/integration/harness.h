@@ -47,6 +47,15 @@ std::string world_env(const std::string& key);
 // The [dns] section that points the daemon at the world's resolver and trust anchor, with
 // short timeouts. Tests whose keys reach the DNS engine append it to their config.
 std::string world_dns();
+// Runs `tlspolicy ARGS...` (the binary from $TLSPOLICY), killed after 60 s.
+RunResult tlspolicy(const std::vector<std::string>& args);
+// The lines of `text` (without their newlines).
+std::vector<std::string> lines(const std::string& text);
+bool contains(const std::string& text, const std::string& part);
+// What `tlspolicy query --json` prints for a scenario answer ("OK <policy>", "NOTFOUND",
+// "TEMP"): the "outcome" (and "policy") members.
+std::string json_outcome(const std::string& answer);
+
 // An [mta_sts] section for the world's policy hosts: its web CA, HTTPS port, private
 // addresses allowed (they are all on loopback), short timeouts.
 std::string world_sts();

@@ -19,6 +19,10 @@ using harness::TempDir;
 
 namespace {
 
+using harness::contains;
+using harness::json_outcome;
+using harness::lines;
+
 struct Row {
     std::string name, key, answer, answer_after, decided_by;
     std::map<std::string, std::string> config;  // dotted key -> TOML literal
@@ -81,34 +85,6 @@ std::map<std::map<std::string, std::string>, std::vector<Row>> by_config() {
     for (const auto& r : sts_rows())
         groups[r.config].push_back(r);
     return groups;
-}
-
-harness::RunResult query(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {harness::env_path("TLSPOLICY")};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return harness::run(argv, "", 60000);
-}
-
-std::vector<std::string> lines(const std::string& text) {
-    std::vector<std::string> out;
-    std::size_t start = 0;
-    while (start < text.size()) {
-        const auto end = text.find('\n', start);
-        out.push_back(text.substr(start, end - start));
-        if (end == std::string::npos) break;
-        start = end + 1;
-    }
-    return out;
-}
-
-bool has(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
-
-std::string json_outcome(const std::string& answer) {
-    if (answer == "NOTFOUND") return "\"outcome\":\"not-found\",\"policy\":null";
-    if (answer == "TEMP") return "\"outcome\":\"temp\"";
-    return "\"outcome\":\"found\",\"policy\":\"" + answer.substr(3) + "\"";
 }
 
 // What the JSON must say for rows whose answer is "no policy" for a specific reason.
@@ -176,7 +152,7 @@ TEST_CASE("mta-sts: every MTA-STS and both row through tlspolicy query --json") 
         std::vector<std::string> args = {"-c", dir.file("q.toml"), "query", "--json"};
         for (const auto& r : rows)
             args.push_back(r.key);
-        const auto res = query(args);
+        const auto res = harness::tlspolicy(args);
         const auto out = lines(res.out);
         REQUIRE(out.size() == rows.size());
         for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -184,15 +160,15 @@ TEST_CASE("mta-sts: every MTA-STS and both row through tlspolicy query --json") 
             const std::string& got = out[i];
             CAPTURE(r.name);
             CAPTURE(got);
-            CHECK(has(got, json_outcome(r.answer)));
+            CHECK(contains(got, json_outcome(r.answer)));
             // Both halves are always shown.
-            CHECK(has(got, "\"dane\":{"));
-            CHECK(has(got, "\"mta_sts\":{"));
-            if (r.answer.rfind("OK ", 0) == 0) CHECK(has(got, "\"source\":\"mta-sts\""));
-            if (r.decided_by == "mta-sts") CHECK(has(got, "\"decided_by\":\"mta-sts\""));
+            CHECK(contains(got, "\"dane\":{"));
+            CHECK(contains(got, "\"mta_sts\":{"));
+            if (r.answer.rfind("OK ", 0) == 0) CHECK(contains(got, "\"source\":\"mta-sts\""));
+            if (r.decided_by == "mta-sts") CHECK(contains(got, "\"decided_by\":\"mta-sts\""));
             if (auto it = why().find(r.name); it != why().end())
                 for (const auto& part : it->second)
-                    CHECK(has(got, part));
+                    CHECK(contains(got, part));
             if (r.name == "sts-slow-body") {
                 // Cut off at the 3000 ms fetch timeout, not at the end of the drip.
                 const auto at = got.find("\"elapsed_ms\":");
@@ -231,17 +207,17 @@ TEST_CASE("mta-sts: every MTA-STS and both row through the daemon, asked by post
                 } else {
                     CHECK(res.exit_code != 0);
                     CHECK(res.out.empty());
-                    CHECK(
-                        has(res.err, map.starts_with("tcp:") ? "query error" : "temporary error"));
+                    CHECK(contains(res.err,
+                                   map.starts_with("tcp:") ? "query error" : "temporary error"));
                 }
                 ++checked;
             }
         }
         // The one MX host outside its domain's policy is named in a warning.
         if (config.empty())
-            CHECK(has(d.log(),
-                      "sts-mismatch.test: MX host(s) other.sts-mismatch.test match no mx "
-                      "pattern of MTA-STS policy id mm1"));
+            CHECK(contains(d.log(),
+                           "sts-mismatch.test: MX host(s) other.sts-mismatch.test match no mx "
+                           "pattern of MTA-STS policy id mm1"));
     }
     CHECK(checked >= 60);
 }
@@ -305,16 +281,16 @@ TEST_CASE(
     while (std::chrono::steady_clock::now() < until2) {
         CHECK(harness::postmap(dir, keep.key, map).out == keep.answer_after.substr(3) + "\n");
         log = d.log();
-        if (has(log, "sts-keep.test: found " + keep.answer_after.substr(3) +
-                         " (mta-sts): MTA-STS mode enforce, policy id k1 (errored)"))
+        if (contains(log, "sts-keep.test: found " + keep.answer_after.substr(3) +
+                              " (mta-sts): MTA-STS mode enforce, policy id k1 (errored)"))
             break;
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-    CHECK(has(log, "policy id k1 (errored)"));
+    CHECK(contains(log, "policy id k1 (errored)"));
     // A fresh lookup that never knew the policy finds none: the failure is real.
     dir.write("q.toml", world_config({}));
-    const auto fresh = query({"-c", dir.file("q.toml"), "query", "--json", keep.key});
+    const auto fresh = harness::tlspolicy({"-c", dir.file("q.toml"), "query", "--json", keep.key});
     CAPTURE(fresh.out);
     CHECK(fresh.exit_code == 1);
-    CHECK(has(fresh.out, "\"code\":\"http_status_503\""));
+    CHECK(contains(fresh.out, "\"code\":\"http_status_503\""));
 }
