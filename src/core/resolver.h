@@ -1,6 +1,6 @@
 // PolicyResolver: the one entry point from a raw key to an Answer. It normalises the key,
 // answers keys that need no lookup, applies static overrides, and hands recipient domains to
-// the policy engine (the DANE and MTA-STS engines; until they exist, no engine: not found).
+// the policy engine (sts/domain_engine.h: the DANE and MTA-STS engines together).
 #pragma once
 
 #include <memory>
