@@ -200,6 +200,21 @@ std::string json_outcome(const std::string& answer) {
     return "\"outcome\":\"found\",\"policy\":\"" + answer.substr(3) + "\"";
 }
 
+std::string postmap_mismatch(const RunResult& res, const std::string& answer,
+                             const std::string& map) {
+    const std::string got = "exit " + std::to_string(res.exit_code) + ", stdout \"" + res.out +
+                            "\", stderr \"" + res.err + "\"";
+    if (answer.rfind("OK ", 0) == 0) {
+        if (res.exit_code == 0 && res.out == answer.substr(3) + "\n") return "";
+    } else if (answer == "NOTFOUND") {
+        if (res.exit_code == 1 && res.out.empty() && res.err.empty()) return "";
+    } else {
+        const char* wording = map.starts_with("tcp:") ? "query error" : "temporary error";
+        if (res.exit_code != 0 && res.out.empty() && contains(res.err, wording)) return "";
+    }
+    return "got " + got + ", want " + answer;
+}
+
 std::string world_sts() {
     return "[mta_sts]\nca_file = \"" + world_env("WEB_CA") +
            "\"\nhttps_port = " + world_env("HTTPS_PORT") +

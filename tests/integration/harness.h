@@ -56,6 +56,13 @@ bool contains(const std::string& text, const std::string& part);
 // "TEMP"): the "outcome" (and "policy") members.
 std::string json_outcome(const std::string& answer);
 
+// "" when postmap's result `res` for `map` is what Postfix shows for a scenario answer: "OK
+// <policy>" exit 0 and the policy; "NOTFOUND" exit 1 with nothing on stdout or stderr (a real
+// not-found, not an error); "TEMP" a failure in dict_sockmap / dict_tcp wording (Postfix
+// defers). Otherwise what differs.
+std::string postmap_mismatch(const RunResult& res, const std::string& answer,
+                             const std::string& map);
+
 // An [mta_sts] section for the world's policy hosts: its web CA, HTTPS port, private
 // addresses allowed (they are all on loopback), short timeouts.
 std::string world_sts();

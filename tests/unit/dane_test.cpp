@@ -4,9 +4,11 @@
 #include "core/dane.h"
 
 #include <doctest/doctest.h>
+
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include "got_want.h"
 
 #include <algorithm>
 #include <cctype>
@@ -23,6 +25,9 @@ using namespace std::string_literals;  // "..."s keeps embedded NUL bytes
 
 namespace {
 
+using testutil::got_want;
+using testutil::printable_ascii;
+
 // ---------------------------------------------------------------------------------------------
 // "got X, want Y" messages
 
@@ -31,35 +36,6 @@ std::string s(DaneVerdict v) {
 }
 std::string s(HostDane h) {
     return std::string(host_dane_name(h));
-}
-
-template <class T>
-std::string shown(const T& v) {
-    if constexpr (std::is_same_v<T, bool>) {
-        return v ? "true" : "false";
-    } else if constexpr (std::is_arithmetic_v<T>) {
-        return std::to_string(v);
-    } else {
-        return std::string(v);
-    }
-}
-
-std::string shown(const std::vector<std::string>& v) {
-    std::string out = "{";
-    for (std::size_t i = 0; i < v.size(); ++i)
-        out += (i ? ", \"" : "\"") + v[i] + "\"";
-    return out + "}";
-}
-
-template <class T>
-std::string got_want(const char* what, const T& got, const T& want) {
-    return std::string(what) + ": got " + shown(got) + ", want " + shown(want);
-}
-
-bool printable_ascii(const std::string& text) {
-    for (unsigned char c : text)
-        if (c < 0x20 || c >= 0x7f) return false;
-    return true;
 }
 
 // ---------------------------------------------------------------------------------------------

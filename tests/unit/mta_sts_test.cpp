@@ -10,24 +10,12 @@
 #include <vector>
 
 #include "core/policy_grammar.h"
+#include "got_want.h"
 
 using namespace tlspolicy;
-using namespace std::string_literals;  // "..."s keeps embedded NUL bytes
 
-namespace {
-
-// ---------------------------------------------------------------------------------------------
-// "got X, want Y" messages
-
-std::string shown(const std::string& v) {
-    return "\"" + v + "\"";
-}
-std::string shown(bool v) {
-    return v ? "true" : "false";
-}
-std::string shown(int64_t v) {
-    return std::to_string(v);
-}
+// shown() for this file's enums, where testutil::got_want() finds them.
+namespace tlspolicy {
 std::string shown(StsMode v) {
     return std::string(sts_mode_name(v));
 }
@@ -42,32 +30,14 @@ std::string shown(StsVerdict v) {
     }
     return "?";
 }
-std::string shown(const std::vector<std::string>& v) {
-    std::string out = "{";
-    for (std::size_t i = 0; i < v.size(); ++i)
-        out += (i ? ", \"" : "\"") + v[i] + "\"";
-    return out + "}";
-}
+}  // namespace tlspolicy
+using namespace std::string_literals;  // "..."s keeps embedded NUL bytes
 
-template <class T>
-std::string got_want(const char* what, const T& got, const T& want) {
-    return std::string(what) + ": got " + shown(got) + ", want " + shown(want);
-}
+namespace {
 
-// Evaluates `got` once (INFO stringifies lazily, so it must not hold the call itself).
-#define CHECK_EQ_GW(what, got, want)           \
-    do {                                       \
-        const auto gw_got = (got);             \
-        const auto gw_want = (want);           \
-        INFO(got_want(what, gw_got, gw_want)); \
-        CHECK(gw_got == gw_want);              \
-    } while (false)
-
-bool printable_ascii(const std::string& text) {
-    for (unsigned char c : text)
-        if (c < 0x20 || c >= 0x7f) return false;
-    return true;
-}
+using testutil::got_want;
+using testutil::printable_ascii;
+using testutil::shown;
 
 // Joins policy lines with `eol` after each one.
 std::string body(const std::vector<std::string>& lines, const std::string& eol = "\n") {
