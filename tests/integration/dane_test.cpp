@@ -2,7 +2,6 @@
 // `tlspolicy query --json` and through the daemon queried by Postfix's postmap, resolver
 // fail-over, the per-domain deadline, and shared resolutions. Needs $WORLD (make test).
 #include <doctest/doctest.h>
-#include <toml++/toml.h>
 
 #include <string>
 #include <vector>
@@ -20,28 +19,10 @@ using harness::contains;
 using harness::json_outcome;
 using harness::lines;
 
-struct Row {
-    std::string name, key, answer, decided_by;
-    bool bogus = false;  // some DNS check of the row expects a bogus answer
-};
+using Row = harness::Scenario;
 
 std::vector<Row> rows() {
-    const auto t = toml::parse_file(harness::world_env("SCENARIOS"));
-    std::vector<Row> out;
-    for (const auto& node : *t["scenario"].as_array()) {
-        const auto& r = *node.as_table();
-        Row row;
-        row.name = r["name"].value_or(std::string());
-        row.key = r["key"].value_or(r["domain"].value_or(std::string()));
-        row.answer = r["answer"].value_or(std::string());
-        row.decided_by = r["decided_by"].value_or(std::string("dane"));
-        if (const auto* dns = r["dns"].as_array())
-            for (const auto& check : *dns)
-                if (check.value_or(std::string()).find(" bogus") != std::string::npos)
-                    row.bogus = true;
-        out.push_back(row);
-    }
-    return out;
+    return harness::scenarios();
 }
 
 }  // namespace

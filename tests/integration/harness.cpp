@@ -1,6 +1,7 @@
 #include "harness.h"
 
 #include <doctest/doctest.h>
+#include <toml++/toml.h>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -170,6 +171,40 @@ std::string world_env(const std::string& key) {
     while (std::getline(in, line))
         if (line.compare(0, key.size() + 1, key + "=") == 0) return line.substr(key.size() + 1);
     throw std::runtime_error("world.env has no " + key);
+}
+
+namespace {
+
+std::string toml_literal(const toml::node& n) {
+    if (const auto* s = n.as_string()) return "\"" + s->get() + "\"";
+    if (const auto* b = n.as_boolean()) return b->get() ? "true" : "false";
+    if (const auto* i = n.as_integer()) return std::to_string(i->get());
+    return "";
+}
+
+}  // namespace
+
+std::vector<Scenario> scenarios() {
+    const auto t = toml::parse_file(world_env("SCENARIOS"));
+    std::vector<Scenario> out;
+    for (const auto& node : *t["scenario"].as_array()) {
+        const auto& r = *node.as_table();
+        Scenario row;
+        row.name = r["name"].value_or(std::string());
+        row.key = r["key"].value_or(r["domain"].value_or(std::string()));
+        row.answer = r["answer"].value_or(std::string());
+        row.answer_after = r["answer_after"].value_or(std::string());
+        row.decided_by = r["decided_by"].value_or(std::string("dane"));
+        if (const auto* c = r["config"].as_table())
+            for (const auto& [k, v] : *c)
+                row.config[std::string(k.str())] = toml_literal(v);
+        if (const auto* dns = r["dns"].as_array())
+            for (const auto& check : *dns)
+                if (check.value_or(std::string()).find(" bogus") != std::string::npos)
+                    row.bogus = true;
+        out.push_back(row);
+    }
+    return out;
 }
 
 RunResult tlspolicy(const std::vector<std::string>& args) {

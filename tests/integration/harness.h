@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,15 @@ std::string world_env(const std::string& key);
 // The [dns] section that points the daemon at the world's resolver and trust anchor, with
 // short timeouts. Tests whose keys reach the DNS engine append it to their config.
 std::string world_dns();
+// One [[scenario]] row of tests/scenarios/scenarios.toml (the world's $SCENARIOS), as the
+// integration tests use it.
+struct Scenario {
+    std::string name, key, answer, answer_after, decided_by;  // key: `key`, else `domain`
+    std::map<std::string, std::string> config;  // overrides: dotted key -> TOML literal
+    bool bogus = false;                         // some DNS check of the row expects a bogus answer
+};
+std::vector<Scenario> scenarios();
+
 // Runs `tlspolicy ARGS...` (the binary from $TLSPOLICY), killed after 60 s.
 RunResult tlspolicy(const std::vector<std::string>& args);
 // The lines of `text` (without their newlines).

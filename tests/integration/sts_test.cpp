@@ -3,7 +3,6 @@
 // the reasons behind refusals, TLSRPT attributes, an id change picked up at the next TXT
 // check, and a known enforce policy kept while its web server fails. Needs $WORLD.
 #include <doctest/doctest.h>
-#include <toml++/toml.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -23,34 +22,13 @@ using harness::contains;
 using harness::json_outcome;
 using harness::lines;
 
-struct Row {
-    std::string name, key, answer, answer_after, decided_by;
-    std::map<std::string, std::string> config;  // dotted key -> TOML literal
-};
+using Row = harness::Scenario;
 
-std::string literal(const toml::node& n) {
-    if (const auto* s = n.as_string()) return "\"" + s->get() + "\"";
-    if (const auto* b = n.as_boolean()) return b->get() ? "true" : "false";
-    if (const auto* i = n.as_integer()) return std::to_string(i->get());
-    return "";
-}
-
+// The rows the MTA-STS half decides ("mta-sts") or takes part in ("both").
 std::vector<Row> sts_rows() {
-    const auto t = toml::parse_file(harness::world_env("SCENARIOS"));
     std::vector<Row> out;
-    for (const auto& node : *t["scenario"].as_array()) {
-        const auto& r = *node.as_table();
-        Row row;
-        row.name = r["name"].value_or(std::string());
-        row.key = r["key"].value_or(r["domain"].value_or(std::string()));
-        row.answer = r["answer"].value_or(std::string());
-        row.answer_after = r["answer_after"].value_or(std::string());
-        row.decided_by = r["decided_by"].value_or(std::string("dane"));
-        if (const auto* c = r["config"].as_table())
-            for (const auto& [k, v] : *c)
-                row.config[std::string(k.str())] = literal(v);
-        if (row.decided_by != "dane") out.push_back(row);
-    }
+    for (auto& r : harness::scenarios())
+        if (r.decided_by != "dane") out.push_back(std::move(r));
     return out;
 }
 
