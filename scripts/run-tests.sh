@@ -13,6 +13,10 @@ status=0
 
 WORLD=$(mktemp -d /tmp/tlspolicyd-world.XXXXXX)
 export WORLD
+# The default [cache] path follows STATE_DIRECTORY: keep the tests' `tlspolicy` runs away
+# from /var/lib/tlspolicyd (each test daemon gets its own directory from the harness).
+mkdir -p "$WORLD/state"
+export STATE_DIRECTORY="$WORLD/state"
 world_pids=""
 stop_world() {
   "$root/tests/world/stop-world.sh" "$WORLD"

@@ -1,11 +1,26 @@
-// tlspolicy: the command-line tool (check-config, query).
+// tlspolicy: the command-line tool (check-config, query, prefetch, cache).
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
+#include "cache/freshness.h"
+#include "cache/store.h"
 #include "core/config.h"
 #include "core/resolver.h"
 #include "server/wire.h"
@@ -22,6 +37,13 @@ namespace {
 
 constexpr int kExitUsage = 64;
 constexpr int kExitConfig = 78;
+constexpr int kExitTemp = 75;
+constexpr int kExitCantCreate = 73;  // EX_CANTCREAT: the cache file cannot be written
+constexpr int kExitNoInput = 66;     // EX_NOINPUT
+
+int64_t unix_now() {
+    return static_cast<int64_t>(std::time(nullptr));
+}
 
 void usage(FILE* to) {
     std::fprintf(
@@ -34,7 +56,20 @@ void usage(FILE* to) {
         "  query [--json] [--fresh] DOMAIN...\n"
         "                               print the policy Postfix would get; exit 0 found,\n"
         "                               1 not found, 75 temporary failure (the worst wins);\n"
-        "                               --json: one object per key with the facts behind it\n"
+        "                               --json: one object per key with the facts behind it;\n"
+        "                               a fresh answer in the cache file is shown as it is\n"
+        "                               unless --fresh (the cache file is never written)\n"
+        "  prefetch [--parallel N] [FILE|-]\n"
+        "                               look up the domains of FILE (or stdin: one per line,\n"
+        "                               addresses reduced to their domain, # comments) and\n"
+        "                               store the answers in the cache file, where the\n"
+        "                               running daemon picks them up; exit 0, 75 when some\n"
+        "                               lookups failed, 73 when the cache cannot be written\n"
+        "  cache list                   one line per cached domain: policy, source, expiry\n"
+        "  cache show DOMAIN            the cached row of DOMAIN as JSON (exit 1: none)\n"
+        "  cache purge [DOMAIN]         forget DOMAIN (all domains without one); the running\n"
+        "                               daemon forgets it within a second\n"
+        "  cache export                 every cached row as one JSON object per line\n"
         "\n"
         "Without -c, built-in defaults apply.\n");
 }
@@ -68,15 +103,52 @@ int check_config(const std::string& path, int argc, char** argv) {
     return 0;
 }
 
+// The engine behind `query`: a row of the cache file that is still fresh answers (with the
+// reason and details stored with it); otherwise the engines look the domain up, knowing the
+// MTA-STS policy the file holds (RFC 8461 §5.1 caching).
+class CacheFirst : public PolicyEngine {
+  public:
+    CacheFirst(CacheStore* store, DomainEngine& engine) : store_(store), engine_(engine) {}
+    void lookup(const std::string& domain, const PolicySettings& settings,
+                AnswerCallback done) override {
+        if (store_) {
+            auto row = store_->get(domain);
+            if (row && *row) {
+                const CacheRow& r = **row;
+                const int64_t now = unix_now();
+                if (r.expires_at > now) {
+                    if (auto c = cached_from_row(domain, r, settings)) {
+                        Answer a = render(domain, *c, settings, now);
+                        a.details = r.details;
+                        from_cache_.insert(domain);
+                        return done(std::move(a));
+                    }
+                }
+                if (auto p = sts_policy_from_row(r)) engine_.remember_sts(domain, std::move(*p));
+            }
+        }
+        engine_.lookup(domain, settings, std::move(done));
+    }
+    bool answered_from_cache(const std::string& domain) const {
+        return from_cache_.count(domain) > 0;
+    }
+
+  private:
+    CacheStore* store_;
+    DomainEngine& engine_;
+    std::unordered_set<std::string> from_cache_;
+};
+
 int query(const std::string& path, int argc, char** argv) {
     bool json = false;
+    bool fresh = false;
     std::string profile;
     std::vector<std::string> keys;
     for (int i = 0; i < argc; ++i) {
         if (std::strcmp(argv[i], "--json") == 0)
             json = true;
         else if (std::strcmp(argv[i], "--fresh") == 0)
-            continue;  // every lookup is fresh until the cache exists
+            fresh = true;
         else if (std::strcmp(argv[i], "--profile") == 0 && i + 1 < argc)
             profile = argv[++i];
         else if (argv[i][0] == '-' && argv[i][1] == '-') {
@@ -106,7 +178,13 @@ int query(const std::string& path, int argc, char** argv) {
                      engine.error().message.c_str());
         return kExitConfig;
     }
-    PolicyResolver resolver(std::make_shared<const Config>(std::move(*cfg)), engine->get());
+    // Unless --fresh, an answer still fresh in the cache file is what the daemon would give.
+    std::unique_ptr<CacheStore> store;
+    if (!fresh) {
+        if (auto st = CacheStore::open_readonly(cfg->cache.path)) store = std::move(*st);
+    }
+    CacheFirst cache_first(store.get(), **engine);
+    PolicyResolver resolver(std::make_shared<const Config>(std::move(*cfg)), &cache_first);
 
     // Every key is looked up at once; the answers are printed in the order of the keys.
     std::vector<Answer> answers(keys.size());
@@ -146,6 +224,7 @@ int query(const std::string& path, int argc, char** argv) {
             line += ",\"reason\":";
             json_append_string(line, answer.reason);
             line += ",\"ttl\":" + std::to_string(answer.ttl);
+            if (cache_first.answered_from_cache(key.name)) line += ",\"cached\":true";
             // The engine's details object ({"dane":…,"mta_sts":…}) is merged into the line.
             if (answer.details.size() > 2)
                 line += "," + answer.details.substr(1, answer.details.size() - 2);
@@ -165,6 +244,278 @@ int query(const std::string& path, int argc, char** argv) {
         }
     }
     return worst;
+}
+
+// ---- prefetch ----------------------------------------------------------------------------
+
+// The domain of one input line: comments and blanks dropped, an address reduced to its domain
+// ("" when the line holds nothing).
+std::string domain_of_line(std::string line) {
+    if (auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
+    const auto b = line.find_first_not_of(" \t\r\n");
+    if (b == std::string::npos) return {};
+    const auto e = line.find_last_not_of(" \t\r\n");
+    line = line.substr(b, e - b + 1);
+    if (line.size() >= 2 && line.front() == '<' && line.back() == '>')
+        line = line.substr(1, line.size() - 2);
+    if (auto at = line.rfind('@'); at != std::string::npos) line.erase(0, at + 1);
+    return line;
+}
+
+// "dane-only", "dane", "encrypt", "verify", "secure" (the policy's first word), "not found".
+std::string answer_kind(const Answer& a) {
+    if (a.outcome == Outcome::NotFound) return "not found";
+    if (a.outcome != Outcome::Found) return "failed";
+    return a.policy.substr(0, a.policy.find(' '));
+}
+
+int prefetch(const std::string& path, int argc, char** argv) {
+    std::string file = "-";
+    long parallel = 16;
+    bool have_file = false;
+    for (int i = 0; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--parallel") == 0 && i + 1 < argc) {
+            char* end = nullptr;
+            parallel = std::strtol(argv[++i], &end, 10);
+            if (*end != '\0' || parallel < 1 || parallel > 1000) {
+                std::fprintf(stderr, "tlspolicy: --parallel takes a number from 1 to 1000\n");
+                return kExitUsage;
+            }
+        } else if ((argv[i][0] != '-' || std::strcmp(argv[i], "-") == 0) && !have_file) {
+            file = argv[i];
+            have_file = true;
+        } else {
+            usage(stderr);
+            return kExitUsage;
+        }
+    }
+    auto cfg = load_config(path);
+    if (!cfg) {
+        std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
+        return kExitConfig;
+    }
+    log::set_level(cfg->log.level);
+
+    std::ifstream in_file;
+    if (file != "-") {
+        in_file.open(file);
+        if (!in_file) {
+            std::fprintf(stderr, "tlspolicy: cannot read %s: %s\n", log::sanitize(file).c_str(),
+                         std::strerror(errno));
+            return kExitNoInput;
+        }
+    }
+    std::istream& in = file == "-" ? std::cin : in_file;
+    std::vector<std::string> domains;
+    std::unordered_set<std::string> seen;
+    std::size_t skipped = 0, line_no = 0;
+    for (std::string line; std::getline(in, line);) {
+        ++line_no;
+        const std::string d = domain_of_line(line);
+        if (d.empty()) continue;
+        const Key key = normalize_key(d);
+        if (key.kind != KeyKind::Domain || cfg->overrides.count(key.name)) {
+            ++skipped;
+            std::fprintf(
+                stderr, "tlspolicy: line %zu skipped: %s\n", line_no,
+                key.kind != KeyKind::Domain
+                    ? (key.reason.empty() ? std::string(key_kind_name(key.kind)) : key.reason)
+                          .c_str()
+                    : "a static override");
+            continue;
+        }
+        if (seen.insert(key.name).second) domains.push_back(key.name);
+    }
+
+    auto store =
+        CacheStore::open(cfg->cache.path, "tlspolicy prefetch pid " + std::to_string(getpid()));
+    if (!store) {
+        std::fprintf(stderr, "tlspolicy: %s\n", store.error().message.c_str());
+        return kExitCantCreate;
+    }
+    EventBasePtr base(event_base_new());
+    auto engine = base ? DomainEngine::create(base.get(), *cfg)
+                       : Result<std::unique_ptr<DomainEngine>>(make_error("no event loop"));
+    if (!engine) {
+        std::fprintf(stderr, "tlspolicy: cannot start the policy engine: %s\n",
+                     engine.error().message.c_str());
+        return kExitConfig;
+    }
+    DomainEngine& eng = **engine;
+    // What the file knows of each domain's MTA-STS policy is kept (RFC 8461 §5.1).
+    for (const auto& d : domains)
+        if (auto row = (*store)->get(d); row && *row)
+            if (auto p = sts_policy_from_row(**row)) eng.remember_sts(d, std::move(*p));
+
+    const auto t0 = std::chrono::steady_clock::now();
+    std::map<std::string, std::size_t> kinds;
+    std::vector<CacheRow> rows;
+    std::size_t next = 0, running = 0, failed = 0, written = 0;
+    std::string write_error;
+    auto write_rows = [&] {
+        if (rows.empty() || !write_error.empty()) return;
+        if (auto w = (*store)->write(rows); !w)
+            write_error = w.error().message;
+        else
+            written += rows.size();
+        rows.clear();
+    };
+    std::function<void()> start_more = [&] {
+        while (running < static_cast<std::size_t>(parallel) && next < domains.size()) {
+            const std::string d = domains[next++];
+            ++running;
+            eng.resolve(d, [&, d](std::shared_ptr<const Resolution> r) {
+                --running;
+                const Answer a = r->answer(cfg->policy);
+                ++kinds[answer_kind(a)];
+                if (cacheable(*r, a)) {
+                    const CachedAnswer c = cached_answer(*r, a, r->now, cfg->cache.stale_ttl);
+                    rows.push_back(cache_row(d, *r, a, c));
+                    if (rows.size() >= 500) write_rows();
+                } else if (a.outcome != Outcome::Found && a.outcome != Outcome::NotFound) {
+                    ++failed;
+                    std::fprintf(stderr, "tlspolicy: %s: %s\n", d.c_str(),
+                                 log::sanitize(a.reason).c_str());
+                }
+                if (next < domains.size())
+                    start_more();
+                else if (running == 0)
+                    event_base_loopbreak(base.get());
+            });
+        }
+    };
+    start_more();
+    if (running > 0) event_base_dispatch(base.get());
+    write_rows();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    std::string summary;
+    for (const auto& [k, n] : kinds)
+        summary += (summary.empty() ? "" : ", ") + std::to_string(n) + " " + k;
+    std::printf("prefetched %zu domain(s) in %.1f s: %s; %zu stored, %zu skipped\n", domains.size(),
+                secs, summary.empty() ? "nothing to do" : summary.c_str(), written, skipped);
+    if (!write_error.empty()) {
+        std::fprintf(stderr, "tlspolicy: %s\n", write_error.c_str());
+        return kExitCantCreate;
+    }
+    return failed > 0 ? kExitTemp : 0;
+}
+
+// ---- cache -----------------------------------------------------------------------------------
+
+std::string row_json(const CacheRow& r) {
+    std::string o = "{\"domain\":";
+    json_append_string(o, r.domain);
+    o += ",\"outcome\":";
+    json_append_string(o, outcome_name(r.outcome));
+    o += ",\"policy\":";
+    o += r.outcome == Outcome::Found ? json_string(r.policy) : "null";
+    o += ",\"source\":";
+    json_append_string(o, source_name(r.source));
+    o += ",\"reason\":";
+    json_append_string(o, r.reason);
+    for (const auto& [name, t] : {std::pair<const char*, int64_t>{"fetched_at", r.fetched_at},
+                                  {"expires_at", r.expires_at},
+                                  {"stale_until", r.stale_until}}) {
+        o += ",\"" + std::string(name) + "\":";
+        json_append_string(o, iso_time(t));
+    }
+    o += ",\"sts_id\":";
+    o += r.sts_id.empty() ? "null" : json_string(r.sts_id);
+    o += ",\"sts_max_age\":" + (r.sts_id.empty() ? "null" : std::to_string(r.sts_max_age));
+    o += ",\"sts_expires_at\":";
+    o += r.sts_id.empty() ? "null" : json_string(iso_time(r.sts_expires_at));
+    o += ",\"hits\":" + std::to_string(r.hits);
+    o += ",\"last_used\":";
+    o += r.last_used ? json_string(iso_time(r.last_used)) : "null";
+    o += ",\"details\":";
+    o += r.details.empty() ? "{}" : r.details;
+    o += '}';
+    return o;
+}
+
+int cache_command(const std::string& path, int argc, char** argv) {
+    if (argc < 1) {
+        usage(stderr);
+        return kExitUsage;
+    }
+    const std::string sub = argv[0];
+    const bool needs_domain = sub == "show";
+    const bool takes_domain = needs_domain || sub == "purge";
+    if ((sub != "list" && sub != "show" && sub != "purge" && sub != "export") ||
+        (needs_domain && argc != 2) || (!takes_domain && argc != 1) || argc > 2) {
+        usage(stderr);
+        return kExitUsage;
+    }
+    auto cfg = load_config(path);
+    if (!cfg) {
+        std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
+        return kExitConfig;
+    }
+    std::string domain;
+    if (argc == 2) {
+        const Key key = normalize_key(argv[1]);
+        if (key.kind != KeyKind::Domain) {
+            std::fprintf(stderr, "tlspolicy: not a domain name: %s\n",
+                         log::sanitize(argv[1], 80).c_str());
+            return kExitUsage;
+        }
+        domain = key.name;
+    }
+    if (sub == "purge") {
+        auto store =
+            CacheStore::open(cfg->cache.path, "tlspolicy purge pid " + std::to_string(getpid()));
+        if (!store) {
+            std::fprintf(stderr, "tlspolicy: %s\n", store.error().message.c_str());
+            return kExitCantCreate;
+        }
+        auto n = (*store)->purge(domain);
+        if (!n) {
+            std::fprintf(stderr, "tlspolicy: %s\n", n.error().message.c_str());
+            return kExitCantCreate;
+        }
+        std::printf("purged %lld row(s)%s%s\n", static_cast<long long>(*n),
+                    domain.empty() ? "" : " for ", domain.c_str());
+        return 0;
+    }
+    auto store = CacheStore::open_readonly(cfg->cache.path);
+    if (!store) {
+        std::fprintf(stderr, "tlspolicy: %s\n", store.error().message.c_str());
+        return kExitNoInput;
+    }
+    if (sub == "show") {
+        auto row = (*store)->get(domain);
+        if (!row) {
+            std::fprintf(stderr, "tlspolicy: %s\n", row.error().message.c_str());
+            return kExitNoInput;
+        }
+        if (!*row) return 1;
+        std::printf("%s\n", row_json(**row).c_str());
+        return 0;
+    }
+    auto rows = (*store)->load(static_cast<std::size_t>(-1) >> 1);
+    if (!rows) {
+        std::fprintf(stderr, "tlspolicy: %s\n", rows.error().message.c_str());
+        return kExitNoInput;
+    }
+    std::sort(rows->begin(), rows->end(),
+              [](const CacheRow& a, const CacheRow& b) { return a.domain < b.domain; });
+    const int64_t now = unix_now();
+    for (const auto& r : *rows) {
+        if (sub == "export") {
+            std::printf("%s\n", row_json(r).c_str());
+        } else {
+            const char* state = r.expires_at > now    ? "fresh"
+                                : r.stale_until > now ? "stale"
+                                                      : "expired";
+            std::printf("%s\t%s\t%s\t%s\t%s\n", r.domain.c_str(),
+                        r.outcome == Outcome::Found ? r.policy.c_str() : "-",
+                        std::string(source_name(r.source)).c_str(), iso_time(r.expires_at).c_str(),
+                        state);
+        }
+    }
+    return 0;
 }
 
 }  // namespace
@@ -195,6 +546,8 @@ int main(int argc, char** argv) {
     const int n = static_cast<int>(filtered.size());
     if (command == "check-config") return check_config(config_path, n, filtered.data());
     if (command == "query") return query(config_path, n, filtered.data());
+    if (command == "prefetch") return prefetch(config_path, n, filtered.data());
+    if (command == "cache") return cache_command(config_path, n, filtered.data());
     std::fprintf(stderr, "tlspolicy: unknown command \"%s\"\n", log::sanitize(command, 40).c_str());
     usage(stderr);
     return kExitUsage;

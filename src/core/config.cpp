@@ -123,6 +123,16 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               {},
               "Seconds SIGTERM waits for requests in progress before the daemon exits.",
               &set_field<&Config::server, &Config::Server::drain_timeout>},
+             {"lookup_deadline_ms",
+              Type::Int,
+              int64_t{15000},
+              100,
+              600000,
+              {},
+              "Longest a client waits for an answer that is not cached; past it, a stale "
+              "answer where the cache rules allow one, else a temporary failure (the lookup "
+              "goes on and fills the cache).",
+              &set_field<&Config::server, &Config::Server::lookup_deadline_ms>},
          }},
         {"log",
          {
@@ -292,6 +302,23 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               {},
               "Seconds a DANE answer may be served past its expiry while refreshes fail.",
               &set_field<&Config::cache, &Config::Cache::stale_ttl>},
+             {"max_entries",
+              Type::Int,
+              int64_t{200000},
+              1,
+              10000000,
+              {},
+              "Most domains kept in memory (and loaded at start); past it, not-found entries "
+              "are evicted first, then the least recently used.",
+              &set_field<&Config::cache, &Config::Cache::max_entries>},
+             {"max_refreshes",
+              Type::Int,
+              int64_t{16},
+              1,
+              1000,
+              {},
+              "Background refreshes of used entries running at once.",
+              &set_field<&Config::cache, &Config::Cache::max_refreshes>},
          }},
     };
     return t;

@@ -51,9 +51,10 @@ struct Config {
     std::vector<ListenConfig> listen;
     struct Server {
         int64_t max_connections = 0;
-        int64_t idle_timeout = 0;   // seconds
-        int64_t max_pipelined = 0;  // requests read ahead per connection
-        int64_t drain_timeout = 0;  // seconds
+        int64_t idle_timeout = 0;        // seconds
+        int64_t max_pipelined = 0;       // requests read ahead per connection
+        int64_t drain_timeout = 0;       // seconds
+        int64_t lookup_deadline_ms = 0;  // longest wait for an uncached answer
     } server;
     struct Log {
         log::Level level = log::Level::Info;
@@ -82,6 +83,7 @@ struct Config {
     struct Cache {
         std::string path;
         int64_t min_ttl = 0, max_ttl = 0, negative_ttl = 0, stale_ttl = 0;
+        int64_t max_entries = 0, max_refreshes = 0;
     } cache;
 
     // The settings for a socketmap map NAME: its profile, or [policy] for unknown names.

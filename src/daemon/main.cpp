@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "cache/policy_cache.h"
 #include "core/config.h"
 #include "core/resolver.h"
 #include "server/server.h"
@@ -48,6 +49,7 @@ struct Daemon {
     std::string config_path;
     EventBasePtr base;
     std::unique_ptr<DomainEngine> engine;
+    std::unique_ptr<PolicyCache> cache;
     std::unique_ptr<PolicyResolver> resolver;
     std::unique_ptr<Server> server;
     bool stopping = false;
@@ -70,6 +72,7 @@ struct Daemon {
             log::error(outcome);
         } else {
             engine->apply(std::move(*prepared));
+            cache->set_config(*next);
             log::set_level(next->log.level);
             resolver->set_config(std::make_shared<const Config>(std::move(*next)));
             outcome = "reloaded " + resolver->config()->source;
@@ -120,8 +123,10 @@ int main(int argc, char** argv) {
         return kExitConfig;
     }
     d.engine = std::move(*engine);
+    // Loads the cached answers before the listeners open, so a restart starts warm.
+    d.cache = std::make_unique<PolicyCache>(d.base.get(), *d.engine, *config);
     d.resolver = std::make_unique<PolicyResolver>(
-        std::make_shared<const Config>(std::move(*config)), d.engine.get());
+        std::make_shared<const Config>(std::move(*config)), d.cache.get());
     d.server = std::make_unique<Server>(d.base.get(), *d.resolver);
     if (auto s = d.server->apply(*d.resolver->config()); !s) {
         log::error("cannot listen: " + s.error().message);
@@ -149,6 +154,7 @@ int main(int argc, char** argv) {
     event_base_dispatch(d.base.get());
     d.server.reset();
     d.resolver.reset();
+    d.cache.reset();  // writes what is pending
     d.engine.reset();
     log::info("stopped");
     return 0;

@@ -59,19 +59,8 @@ Answer DomainEngine::combine(const DaneFacts& facts, const DaneDecision& dane, c
             decided_by = "mta-sts";
             const std::string sts_why =
                 sts.outcome.reason.empty() ? sts.outcome.status : sts.outcome.reason;
-            if (verdict == StsVerdict::Enforce) {
-                answer = Answer::found(
-                    sts_enforce_policy(facts.domain, policy->policy, settings), Source::MtaSts,
-                    "MTA-STS mode " + std::string(sts_mode_name(policy->policy.mode)) +
-                        ", policy id " + policy->id + " (" + sts.outcome.status + ")");
-            } else if (verdict == StsVerdict::Encrypt) {
-                answer = Answer::found(
-                    "encrypt", Source::MtaSts,
-                    "MTA-STS mode testing with testing_mode = encrypt, policy id " + policy->id);
-            } else if (policy) {
-                answer = Answer::not_found("no DANE; MTA-STS mode " +
-                                           std::string(sts_mode_name(policy->policy.mode)) +
-                                           " is not applied (testing_mode = ignore)");
+            if (policy) {
+                answer = sts_decision(facts.domain, *policy, sts.outcome.status, settings);
             } else {
                 answer = Answer::not_found("no DANE (" + dane.reason +
                                            "); no MTA-STS policy: " + sts_why);
@@ -106,6 +95,26 @@ Answer DomainEngine::combine(const DaneFacts& facts, const DaneDecision& dane, c
     details += '}';
     answer.details = std::move(details);
     return answer;
+}
+
+Answer DomainEngine::sts_decision(const std::string& domain, const StoredStsPolicy& policy,
+                                  const std::string& status, const PolicySettings& settings) {
+    switch (sts_verdict(policy.policy, settings)) {
+        case StsVerdict::Enforce:
+            return Answer::found(sts_enforce_policy(domain, policy.policy, settings),
+                                 Source::MtaSts,
+                                 "MTA-STS mode " + std::string(sts_mode_name(policy.policy.mode)) +
+                                     ", policy id " + policy.id + " (" + status + ")");
+        case StsVerdict::Encrypt:
+            return Answer::found(
+                "encrypt", Source::MtaSts,
+                "MTA-STS mode testing with testing_mode = encrypt, policy id " + policy.id);
+        case StsVerdict::NotFound:
+            break;
+    }
+    return Answer::not_found("no DANE; MTA-STS mode " +
+                             std::string(sts_mode_name(policy.policy.mode)) +
+                             " is not applied (testing_mode = ignore)");
 }
 
 std::string DomainEngine::refused_mx(const DaneFacts& facts, const StsReport& sts) {
@@ -165,44 +174,55 @@ void DomainEngine::apply(Reconfig next) {
     sts_config_ = std::move(next.sts_config);
 }
 
-void DomainEngine::lookup(const std::string& domain, const PolicySettings& settings,
-                          AnswerCallback done) {
-    // Both halves run at once; the answer is combined when both have finished.
+void DomainEngine::log_computed(const std::string& domain, const Answer& a) {
+    if (log::enabled(log::Level::Debug))
+        log::debug(domain + ": " + std::string(outcome_name(a.outcome)) + " " + a.policy + " (" +
+                   std::string(source_name(a.source)) + "): " + a.reason);
+}
+
+Answer Resolution::answer(const PolicySettings& settings) const {
+    return DomainEngine::combine(facts, dane, sts, settings, now);
+}
+
+void DomainEngine::resolve(const std::string& domain, ResolutionCallback cb) {
+    // Both halves run at once; the resolution is complete when both have finished.
     struct Join {
-        DaneFacts facts;
-        DaneDecision dane;
-        StsReport sts;
+        std::shared_ptr<Resolution> r = std::make_shared<Resolution>();
         int pending = 2;
-        PolicySettings settings;
-        AnswerCallback done;
+        ResolutionCallback done;
         StsEngine::Clock clock;
     };
     auto join = std::make_shared<Join>();
-    join->settings = settings;
-    join->done = std::move(done);
+    join->done = std::move(cb);
     join->clock = clock_;
     auto finish = [join] {
         if (--join->pending) return;
-        Answer a = combine(join->facts, join->dane, join->sts, join->settings, join->clock());
-        if (const std::string refused = refused_mx(join->facts, join->sts);
-            !refused.empty() && join->sts.fetched)
-            log::warning(join->facts.domain + ": MX host(s) " + log::sanitize(refused) +
-                         " match no mx pattern of MTA-STS policy id " +
-                         join->sts.outcome.policy->id +
+        Resolution& r = *join->r;
+        r.now = join->clock();
+        if (const std::string refused = refused_mx(r.facts, r.sts);
+            !refused.empty() && r.sts.fetched)
+            log::warning(r.facts.domain + ": MX host(s) " + log::sanitize(refused) +
+                         " match no mx pattern of MTA-STS policy id " + r.sts.outcome.policy->id +
                          ": Postfix will not deliver there while the policy is enforced");
-        if (log::enabled(log::Level::Debug))
-            log::debug(join->facts.domain + ": " + std::string(outcome_name(a.outcome)) + " " +
-                       a.policy + " (" + std::string(source_name(a.source)) + "): " + a.reason);
-        join->done(std::move(a));
+        join->done(std::move(join->r));
     };
     dane_->gather(domain, [join, finish](const DaneFacts& f, const DaneDecision& d) {
-        join->facts = f;
-        join->dane = d;
+        join->r->facts = f;
+        join->r->dane = d;
         finish();
     });
     sts_->gather(domain, [join, finish](const StsReport& r) {
-        join->sts = r;
+        join->r->sts = r;
         finish();
+    });
+}
+
+void DomainEngine::lookup(const std::string& domain, const PolicySettings& settings,
+                          AnswerCallback done) {
+    resolve(domain, [settings, done = std::move(done)](std::shared_ptr<const Resolution> r) {
+        Answer a = r->answer(settings);
+        log_computed(r->facts.domain, a);
+        done(std::move(a));
     });
 }
 

@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -18,7 +19,29 @@
 
 namespace tlspolicy {
 
-class DomainEngine : public PolicyEngine {
+// Everything one resolution of a domain found: both halves, for every profile.
+struct Resolution {
+    DaneFacts facts;
+    DaneDecision dane;
+    StsReport sts;
+    int64_t now = 0;  // unix seconds when it was combined
+    // The answer under `settings` (DomainEngine::combine).
+    Answer answer(const PolicySettings& settings) const;
+};
+
+// What the policy cache needs of the engines: DomainEngine, or a fake in tests.
+class DomainResolver {
+  public:
+    using ResolutionCallback = std::function<void(std::shared_ptr<const Resolution>)>;
+    virtual ~DomainResolver() = default;
+    // Resolves `domain`; cb is called exactly once, from the loop or before returning.
+    virtual void resolve(const std::string& domain, ResolutionCallback cb) = 0;
+    // The MTA-STS memory: see StsEngine::remember / forget.
+    virtual void remember_sts(const std::string& domain, StoredStsPolicy policy) = 0;
+    virtual void forget(const std::string& domain) = 0;
+};
+
+class DomainEngine : public PolicyEngine, public DomainResolver {
   public:
     // Fails with a clear message when the resolver (trust anchors) or libcurl cannot be set up.
     static Result<std::unique_ptr<DomainEngine>> create(event_base* base, const Config& config,
@@ -27,6 +50,14 @@ class DomainEngine : public PolicyEngine {
     // PolicyEngine: the answer for a recipient domain; details hold {"dane":…,"mta_sts":…}.
     void lookup(const std::string& domain, const PolicySettings& settings,
                 AnswerCallback done) override;
+
+    // DomainResolver: both halves in parallel. Logs a warning when a freshly fetched
+    // MTA-STS policy refuses an MX host.
+    void resolve(const std::string& domain, ResolutionCallback cb) override;
+    void remember_sts(const std::string& domain, StoredStsPolicy policy) override {
+        sts_->remember(domain, std::move(policy));
+    }
+    void forget(const std::string& domain) override { sts_->forget(domain); }
 
     // Reload in two steps, so a reload that fails elsewhere changes nothing: prepare() builds
     // a new resolver when [dns] changed and a new fetcher when [mta_sts] changed (or says why
@@ -50,6 +81,15 @@ class DomainEngine : public PolicyEngine {
     // against the MTA-STS patterns.
     static Answer combine(const DaneFacts& facts, const DaneDecision& dane, const StsReport& sts,
                           const PolicySettings& settings, int64_t now);
+
+    // The rows of the table where DANE said "no DANE" and an MTA-STS policy is in force:
+    // enforce, encrypt (testing_mode = encrypt) or not found, under `settings`. `status` is
+    // how the policy was obtained ("found", "renewed", ...), for the reason.
+    static Answer sts_decision(const std::string& domain, const StoredStsPolicy& policy,
+                               const std::string& status, const PolicySettings& settings);
+
+    // The debug line for a computed answer: "<domain>: <outcome> <policy> (<source>): <reason>".
+    static void log_computed(const std::string& domain, const Answer& answer);
 
     // The MX hosts of `facts` that an MTA-STS policy in force would refuse ("" when none).
     static std::string refused_mx(const DaneFacts& facts, const StsReport& sts);

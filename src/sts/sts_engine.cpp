@@ -316,6 +316,14 @@ StsState& StsEngine::state(const std::string& domain) {
     return states_[domain];
 }
 
+void StsEngine::remember(const std::string& domain, StoredStsPolicy policy) {
+    if (policy.policy.mode == StsMode::None || policy.expires_at <= clock_()) return;
+    StsState& s = state(domain);
+    if (s.policy && s.policy->fetched_at >= policy.fetched_at) return;
+    if (!s.none_id.empty() && s.none_until > clock_()) return;  // mode none learned since
+    s.policy = std::move(policy);
+}
+
 void StsEngine::gather(const std::string& domain, ReportCallback cb) {
     waiters_[domain].push_back(std::move(cb));
     if (flights_.count(domain)) return;  // joins the lookup already running

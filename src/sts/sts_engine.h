@@ -68,6 +68,12 @@ class StsEngine {
     void reconfigure(std::shared_ptr<DnsClient> dns, std::shared_ptr<HttpsFetcher> fetcher,
                      StsSettings settings);
 
+    // Seeds what is known of `domain` with a policy from the shared cache (a restart, or
+    // another process's fetch): kept when the domain has no live policy or an older one.
+    void remember(const std::string& domain, StoredStsPolicy policy);
+    // Forgets everything known of `domain` (`tlspolicy cache purge`).
+    void forget(const std::string& domain) { states_.erase(domain); }
+
     std::size_t in_progress() const { return flights_.size(); }
     std::size_t known_domains() const { return states_.size(); }
 

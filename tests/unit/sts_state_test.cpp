@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "cache/freshness.h"
 #include "core/sts_state.h"
+#include "resolution_fixture.h"
 #include "sts/domain_engine.h"
 
 using namespace tlspolicy;
+using namespace tlspolicy::testutil;
 
 namespace {
 
@@ -222,53 +225,6 @@ TEST_CASE(
 
 // ---- the combination ------------------------------------------------------------------------
 
-namespace {
-
-DaneFacts facts_with(std::vector<std::string> hosts) {
-    DaneFacts f;
-    f.domain = "example.com";
-    for (auto& h : hosts) {
-        HostFacts hf;
-        hf.name = h;
-        f.hosts.push_back(hf);
-    }
-    return f;
-}
-
-DaneDecision dane(DaneVerdict v, bool unfinished = false) {
-    DaneDecision d;
-    d.verdict = v;
-    d.rule = "test";
-    d.reason = "test reason";
-    d.ttl = v == DaneVerdict::Temp ? 0 : 600;
-    d.unfinished = unfinished;
-    return d;
-}
-
-StsReport sts_with(std::optional<std::string> body, int64_t now) {
-    StsReport r;
-    r.domain = "example.com";
-    r.txt_valid_until = now + 300;
-    if (!body) {
-        r.outcome.status = "not_found";
-        r.outcome.code = "no_sts_record";
-        r.outcome.reason = "no usable _mta-sts record";
-        return r;
-    }
-    StsParse p = parse_sts_policy(*body);
-    REQUIRE(p.ok);
-    StoredStsPolicy sp;
-    sp.id = "id1";
-    sp.policy = p.policy;
-    sp.fetched_at = now;
-    sp.expires_at = now + p.policy.max_age;
-    r.outcome.status = "found";
-    r.outcome.policy = sp;
-    return r;
-}
-
-}  // namespace
-
 TEST_CASE("sts_state: DANE first, MTA-STS only for no DANE, TEMP for an unfinished TLSA lookup") {
     const std::string enforce =
         "version: STSv1\nmode: enforce\nmx: mx.example.com\nmx: *.example.net\nmax_age: 86400\n";
@@ -329,6 +285,33 @@ TEST_CASE("sts_state: DANE first, MTA-STS only for no DANE, TEMP for an unfinish
         CHECK(a.policy == r.want_policy);
         CHECK(source_name(a.source) == source_name(r.want_source));
         if (a.outcome == Outcome::Temp) CHECK(a.ttl == 0);
+
+        // What the cache keeps of the row renders, under every profile, what combine() gives
+        // (directly and through a row of the SQLite file), as long as it may be cached.
+        Resolution res{facts_with({"mx.example.com", "mx2.example.org"}), r.dane,
+                       sts_with(r.sts, now), now};
+        const Answer def = res.answer(plain);
+        if (cacheable(res, def)) {
+            const CachedAnswer c = cached_answer(res, def, now, 3600);
+            const auto back =
+                cached_from_row("example.com", cache_row("example.com", res, def, c), plain);
+            REQUIRE(back.has_value());
+            PolicySettings tlsrpt;
+            tlsrpt.tlsrpt = true;
+            for (const PolicySettings& s : {plain, as_encrypt, as_enforce, tlsrpt}) {
+                const Answer want = res.answer(s);
+                for (const CachedAnswer* cached : {&c, &*back}) {
+                    const Answer got = render("example.com", *cached, s, now + 10);
+                    CHECK(outcome_name(got.outcome) == outcome_name(want.outcome));
+                    CHECK(got.policy == want.policy);
+                    CHECK(source_name(got.source) == source_name(want.source));
+                    CHECK(got.ttl == want.ttl - 10);
+                }
+            }
+        } else {
+            // Only TEMP and the unfinished-TLSA rows (their answer depends on the profile).
+            CHECK((def.outcome == Outcome::Temp || r.dane.unfinished));
+        }
         // The details always carry both halves.
         CHECK(a.details.find("\"dane\":{") != std::string::npos);
         CHECK(a.details.find("\"mta_sts\":{") != std::string::npos);

@@ -1,0 +1,88 @@
+// Freshness: the cache rules of docs/architecture.md section 2 as pure functions of the time,
+// and the conversions between a resolution, a cached answer and a row of the SQLite file.
+//
+// - An answer is fresh until fetched_at + its TTL (the engines computed the TTL: DNS TTLs
+//   clamped, negative_ttl or the SOA minimum for not found, MTA-STS TXT and max_age).
+// - While refreshes fail it may be served stale: a DANE answer up to stale_ttl past expiry,
+//   an MTA-STS answer until its policy's max_age runs out. A not-found answer is never served
+//   stale: once it expired, a failing lookup gives TEMP (a stale "not found" would hide a
+//   policy the domain may have published since, which is what an attacker blocking DNS wants).
+// - TEMP (and an answer that differs between profiles only through an unfinished lookup) is
+//   never cached.
+// - A used entry is refreshed shortly before it expires; failed refreshes back off.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cache/store.h"
+#include "core/answer.h"
+#include "core/config.h"
+#include "core/sts_state.h"
+#include "sts/domain_engine.h"
+
+namespace tlspolicy {
+
+struct CacheSettings {
+    int64_t stale_ttl = 3600;            // [cache] stale_ttl
+    std::size_t max_entries = 200000;    // [cache] max_entries
+    int64_t lookup_deadline_ms = 15000;  // [server] lookup_deadline_ms
+    std::size_t max_refreshes = 16;      // [cache] max_refreshes: background refreshes at once
+};
+CacheSettings cache_settings(const Config& config);
+
+// A domain's answer in the in-memory index: what the hot path needs (the facts stay in the
+// SQLite file).
+struct CachedAnswer {
+    Outcome outcome = Outcome::NotFound;  // Found or NotFound
+    std::string policy;                   // under the [policy] settings it was rendered for
+    Source source = Source::None;
+    std::string reason;  // why (sent with not-found tcp_table replies)
+    int64_t fetched_at = 0;
+    int64_t expires_at = 0;
+    int64_t stale_until = 0;
+    // Set when DANE said "no DANE" and an MTA-STS policy is in force: the policy decides,
+    // and each socketmap profile renders it its own way.
+    std::shared_ptr<const StoredStsPolicy> sts;
+    std::string sts_status;  // "found", "renewed", ... (for the reason of a rendered answer)
+};
+
+// Until when an answer may be served while refreshes fail (see the header comment).
+int64_t stale_until(Outcome outcome, Source source, int64_t expires_at, const StoredStsPolicy* sts,
+                    int64_t stale_ttl);
+
+// Whether a resolution may be cached: a definite answer (found / not found) with a TTL, and
+// the same for every profile apart from what the MTA-STS policy renders.
+bool cacheable(const Resolution& resolution, const Answer& answer);
+
+// The cached answer of a resolution whose [policy]-settings answer is `answer`, at `now`.
+CachedAnswer cached_answer(const Resolution& resolution, const Answer& answer, int64_t now,
+                           int64_t stale_ttl);
+
+// The answer a cached entry gives under `settings` at `now` (ttl = seconds left, at least 0).
+// Equal to DomainEngine::combine() of the resolution it came from.
+Answer render(const std::string& domain, const CachedAnswer& cached, const PolicySettings& settings,
+              int64_t now);
+
+// The SQLite row of a resolution (reason and details from `answer`).
+CacheRow cache_row(const std::string& domain, const Resolution& resolution, const Answer& answer,
+                   const CachedAnswer& cached);
+// The cached answer stored in a row, re-rendered under `settings`; nullopt when the row is
+// unusable (an outcome that is not cached, an MTA-STS body that no longer parses).
+std::optional<CachedAnswer> cached_from_row(const std::string& domain, const CacheRow& row,
+                                            const PolicySettings& settings);
+// The MTA-STS policy a row carries, for the MTA-STS engine's memory; nullopt when none.
+std::optional<StoredStsPolicy> sts_policy_from_row(const CacheRow& row);
+
+// When a used entry should be refreshed: before expiry by a lead of a tenth of its lifetime
+// (at least 1 s, at most 300 s), and earlier by up to half that lead by `jitter` in [0, 1), so
+// that entries stored together do not refresh together. Never before fetched_at.
+int64_t refresh_time(int64_t fetched_at, int64_t expires_at, double jitter);
+
+// Seconds to wait after `failures` (>= 1) consecutive failed refreshes: 5, 10, 20, ... 300.
+int64_t refresh_backoff(int failures);
+
+}  // namespace tlspolicy

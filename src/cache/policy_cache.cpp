@@ -1,0 +1,639 @@
+#include "cache/policy_cache.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <ctime>
+#include <mutex>
+#include <thread>
+
+#include "util/log.h"
+
+namespace tlspolicy {
+
+// The writer thread: rows and hit counts queued by the loop are written in batches through
+// its own connection. Failed batches are kept (coalesced by domain, bounded) and retried with
+// back-off; a corrupt file is moved aside and replaced, and the loop is told to write
+// everything it holds again.
+class CacheWriter {
+  public:
+    CacheWriter(std::string path, std::string writer_id, std::size_t max_rows)
+        : path_(std::move(path)), writer_id_(std::move(writer_id)), max_rows_(max_rows) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~CacheWriter() {
+        {
+            std::lock_guard<std::mutex> g(m_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+
+    void put(CacheRow row) {
+        std::lock_guard<std::mutex> g(m_);
+        if (rows_.size() >= max_rows_ && !rows_.count(row.domain)) {
+            ++dropped_;  // the file lags behind memory; it is only a cache
+            return;
+        }
+        std::string key = row.domain;
+        rows_[std::move(key)] = std::move(row);
+        ++queued_;
+        cv_.notify_all();
+    }
+    void put_hits(std::vector<HitDelta> hits) {
+        std::lock_guard<std::mutex> g(m_);
+        for (auto& h : hits) {
+            HitDelta& d = hits_[h.domain];
+            d.domain = h.domain;
+            d.hits += h.hits;
+            d.last_used = std::max(d.last_used, h.last_used);
+        }
+        ++queued_;
+        cv_.notify_all();
+    }
+    // The loop saw the file corrupt: replace it at the next chance.
+    void request_recovery() {
+        std::lock_guard<std::mutex> g(m_);
+        recover_ = true;
+        cv_.notify_all();
+    }
+    // True once after the file was replaced: the loop must queue every entry again.
+    bool take_recovered() { return recovered_.exchange(false); }
+    // Waits until everything queued before the call was attempted once.
+    void flush() {
+        std::unique_lock<std::mutex> l(m_);
+        const uint64_t target = queued_;
+        urgent_ = true;
+        cv_.notify_all();
+        cv_.wait(l, [&] { return attempted_ >= target || stop_; });
+    }
+
+  private:
+    void run() {
+        std::unique_ptr<CacheStore> store;
+        int backoff = 0;  // seconds before the next attempt after a failure
+        std::unique_lock<std::mutex> l(m_);
+        for (;;) {
+            cv_.wait(l, [&] { return stop_ || recover_ || !rows_.empty() || !hits_.empty(); });
+            if (backoff > 0 && !stop_ && !urgent_)
+                cv_.wait_for(l, std::chrono::seconds(backoff), [&] { return stop_ || urgent_; });
+            else if (!stop_ && !urgent_)
+                // Gather a batch: whatever else arrives within 200 ms goes into one transaction.
+                cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stop_ || urgent_; });
+            urgent_ = false;
+            const bool recover = recover_;
+            recover_ = false;
+            const uint64_t upto = queued_;
+            std::vector<CacheRow> rows;
+            rows.reserve(rows_.size());
+            for (auto& [d, r] : rows_)
+                rows.push_back(std::move(r));
+            rows_.clear();
+            std::vector<HitDelta> hits;
+            for (auto& [d, h] : hits_)
+                hits.push_back(std::move(h));
+            hits_.clear();
+            const bool stopping = stop_;
+            l.unlock();
+
+            bool ok = true;
+            if (recover || !store) ok = reopen(store, recover);
+            if (ok && store && (!rows.empty() || !hits.empty())) {
+                if (auto s = store->write(rows, hits); !s) {
+                    ok = false;
+                    const StoreFailure f = store->failure();
+                    log_failure(s.error().message, f);
+                    if (f == StoreFailure::Corrupt) {
+                        store.reset();
+                        ok = reopen(store, true);
+                        // The rows of this batch are written again with everything else.
+                    }
+                }
+            }
+            if (ok) {
+                if (backoff > 0) log::info("cache " + path_ + ": writing again");
+                backoff = 0;
+            } else {
+                backoff = std::min(backoff ? backoff * 2 : 1, 30);
+            }
+
+            l.lock();
+            if (!ok) {
+                // Keep the failed batch unless something newer for the domain arrived.
+                for (auto& r : rows)
+                    if (!rows_.count(r.domain) && rows_.size() < max_rows_)
+                        rows_.emplace(r.domain, std::move(r));
+                for (auto& h : hits) {
+                    HitDelta& d = hits_[h.domain];
+                    d.domain = h.domain;
+                    d.hits += h.hits;
+                    d.last_used = std::max(d.last_used, h.last_used);
+                }
+            }
+            attempted_ = std::max(attempted_, upto);
+            cv_.notify_all();
+            if (stopping) return;  // one last attempt was made
+        }
+    }
+
+    bool reopen(std::unique_ptr<CacheStore>& store, bool recover) {
+        store.reset();
+        CacheStore::OpenReport report;
+        auto s = CacheStore::open(path_, writer_id_, &report);
+        if (!s) {
+            log_failure(s.error().message, StoreFailure::Full);
+            return false;
+        }
+        store = std::move(*s);
+        if (!report.moved_aside.empty()) {
+            log::error("cache " + path_ + " was corrupt (" + report.why + "); moved it to " +
+                       report.moved_aside + " and started a fresh one");
+            recovered_ = true;
+        } else if (recover) {
+            recovered_ = true;
+        }
+        return true;
+    }
+
+    void log_failure(const std::string& message, StoreFailure f) {
+        // One line per kind of failure until writing works again: a full disk must not also
+        // fill the log.
+        if (f == last_logged_) return;
+        last_logged_ = f;
+        log::warning(message + "; serving from memory, retrying");
+    }
+
+    std::string path_, writer_id_;
+    std::size_t max_rows_;
+    std::thread thread_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::unordered_map<std::string, CacheRow> rows_;
+    std::unordered_map<std::string, HitDelta> hits_;
+    bool stop_ = false, recover_ = false, urgent_ = false;
+    uint64_t queued_ = 0, attempted_ = 0, dropped_ = 0;
+    std::atomic<bool> recovered_{false};
+    StoreFailure last_logged_ = StoreFailure::None;  // writer thread only
+};
+
+struct PolicyCache::Entry {
+    const std::string* domain = nullptr;  // the map's key
+    CachedAnswer c;
+    uint64_t generation = 0;
+    bool used = false;  // answered a lookup since it was stored: refresh it ahead
+    bool in_found_list = false;
+    int failures = 0;      // consecutive failed resolutions
+    int64_t retry_at = 0;  // while failing: served stale without a new resolution until then
+    int64_t last_used = 0;
+    int64_t unflushed_hits = 0;
+    std::list<Entry*>::iterator lru;
+};
+
+struct PolicyCache::Waiter {
+    PolicyCache* cache = nullptr;
+    std::string domain;
+    PolicySettings settings;
+    AnswerCallback done;
+    EventPtr timer;
+    std::list<std::unique_ptr<Waiter>>::iterator self;
+};
+
+struct PolicyCache::Flight {
+    std::list<std::unique_ptr<Waiter>> waiters;
+    bool refresh = false;
+};
+
+namespace {
+
+int64_t system_now() {
+    return static_cast<int64_t>(std::time(nullptr));
+}
+
+}  // namespace
+
+PolicyCache::PolicyCache(event_base* base, DomainResolver& engine, const Config& config,
+                         Clock clock, bool use_file)
+    : base_(base),
+      engine_(engine),
+      clock_(clock ? std::move(clock) : Clock(system_now)),
+      settings_(cache_settings(config)),
+      defaults_(config.policy),
+      path_(config.cache.path),
+      writer_id_("pid " + std::to_string(getpid()) + " @" + std::to_string(system_now())),
+      use_file_(use_file),
+      rng_(std::random_device{}()) {
+    if (use_file_) {
+        open_file();
+        if (store_) load_file();
+    }
+    tick_event_.reset(event_new(
+        base_, -1, EV_PERSIST,
+        [](evutil_socket_t, short, void* arg) { static_cast<PolicyCache*>(arg)->tick(); }, this));
+    const timeval second{kSyncSeconds, 0};
+    event_add(tick_event_.get(), &second);
+}
+
+PolicyCache::~PolicyCache() {
+    *alive_ = false;
+    tick_event_.reset();
+    flights_.clear();  // waiters' timers go with them; their clients are not called back
+    if (writer_) {
+        flush_hits();
+        writer_.reset();  // one last write attempt, then the thread ends
+    }
+}
+
+void PolicyCache::open_file() {
+    CacheStore::OpenReport report;
+    auto s = CacheStore::open(path_, writer_id_, &report);
+    next_reopen_ = clock_() + kReopenSeconds;
+    if (!s) {
+        log::error(s.error().message + "; answering from memory only until it can be opened");
+        return;
+    }
+    store_ = std::move(*s);
+    if (!report.moved_aside.empty())
+        log::error("cache " + path_ + " was corrupt (" + report.why + "); moved it to " +
+                   report.moved_aside + " and started a fresh one");
+    if (!writer_) writer_ = std::make_unique<CacheWriter>(path_, writer_id_, settings_.max_entries);
+}
+
+void PolicyCache::load_file() {
+    auto seq = store_->last_seq();
+    auto rows = store_->load(settings_.max_entries);
+    if (!rows || !seq) {
+        log::error((rows ? seq.error() : rows.error()).message + "; starting with an empty cache");
+        if (store_->failure() == StoreFailure::Corrupt && writer_) writer_->request_recovery();
+        store_.reset();
+        return;
+    }
+    last_seq_ = *seq;
+    const int64_t now = clock_();
+    for (auto& row : *rows) {
+        if (auto p = sts_policy_from_row(row)) engine_.remember_sts(row.domain, std::move(*p));
+        if (row.stale_until <= now || entries_.count(row.domain)) continue;
+        auto c = cached_from_row(row.domain, row, defaults_);
+        if (!c) continue;
+        Entry& e = store_entry(row.domain, std::move(*c));
+        e.last_used = row.last_used;
+        ++stats_.loaded;
+    }
+    // load() gives the most recently used first; linking put them last: turn the lists round.
+    lru_found_.reverse();
+    lru_not_found_.reverse();
+    log::info("cache " + path_ + ": " + std::to_string(stats_.loaded) + " answer(s) loaded");
+}
+
+void PolicyCache::link(Entry& e) {
+    e.in_found_list = e.c.outcome == Outcome::Found;
+    auto& list = e.in_found_list ? lru_found_ : lru_not_found_;
+    list.push_front(&e);
+    e.lru = list.begin();
+}
+
+void PolicyCache::unlink(Entry& e) {
+    (e.in_found_list ? lru_found_ : lru_not_found_).erase(e.lru);
+}
+
+void PolicyCache::evict_one() {
+    // Not-found answers are the cheapest to lose; then the least recently used.
+    auto& list = !lru_not_found_.empty() ? lru_not_found_ : lru_found_;
+    if (list.empty()) return;
+    const std::string domain = *list.back()->domain;
+    erase_entry(domain);
+    ++stats_.evictions;
+}
+
+void PolicyCache::erase_entry(const std::string& domain) {
+    auto it = entries_.find(domain);
+    if (it == entries_.end()) return;
+    unlink(it->second);
+    entries_.erase(it);
+}
+
+PolicyCache::Entry& PolicyCache::store_entry(const std::string& domain, CachedAnswer c) {
+    auto it = entries_.find(domain);
+    if (it == entries_.end()) {
+        while (entries_.size() >= settings_.max_entries && !entries_.empty())
+            evict_one();
+        it = entries_.emplace(domain, Entry{}).first;
+        it->second.domain = &it->first;
+    } else {
+        unlink(it->second);
+    }
+    Entry& e = it->second;
+    e.c = std::move(c);
+    e.generation = ++generation_;
+    e.used = false;
+    e.failures = 0;
+    e.retry_at = 0;
+    link(e);
+    return e;
+}
+
+Answer PolicyCache::answer_from(const std::string& domain, const Entry& e,
+                                const PolicySettings& settings, int64_t now) const {
+    if (e.c.sts && !(settings == defaults_)) return render(domain, e.c, settings, now);
+    Answer a;
+    a.outcome = e.c.outcome;
+    a.policy = e.c.policy;
+    a.source = e.c.source;
+    a.reason = e.c.reason;
+    a.ttl = std::max<int64_t>(e.c.expires_at - now, 0);
+    return a;
+}
+
+void PolicyCache::hit(Entry& e, int64_t now) {
+    ++stats_.hits;
+    e.last_used = now;
+    if (e.unflushed_hits++ == 0) dirty_hits_.push_back(*e.domain);
+    auto& list = e.in_found_list ? lru_found_ : lru_not_found_;
+    list.splice(list.begin(), list, e.lru);
+    if (!e.used) {
+        // First use since it was stored: refresh it before it expires.
+        e.used = true;
+        const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+        due_.push({refresh_time(e.c.fetched_at, e.c.expires_at, jitter), e.generation, *e.domain});
+    }
+}
+
+bool PolicyCache::stale_answer(const std::string& domain, const PolicySettings& settings,
+                               int64_t now, const std::string& why, Answer& out) {
+    auto it = entries_.find(domain);
+    if (it == entries_.end() || now >= it->second.c.stale_until) return false;
+    Answer a = answer_from(domain, it->second, settings, now);
+    // Only a policy is served stale: a stale "not found" could hide one published since.
+    if (a.outcome != Outcome::Found) return false;
+    a.reason = "stale answer (" + why + ")";
+    a.ttl = 0;
+    ++stats_.stale;
+    out = std::move(a);
+    return true;
+}
+
+void PolicyCache::lookup(const std::string& domain, const PolicySettings& settings,
+                         AnswerCallback done) {
+    const int64_t now = clock_();
+    if (auto it = entries_.find(domain); it != entries_.end()) {
+        Entry& e = it->second;
+        if (now < e.c.expires_at) {
+            hit(e, now);
+            return done(answer_from(domain, e, settings, now));
+        }
+        // Expired while resolutions fail: stale (where allowed) until the next retry is due,
+        // instead of every client waiting for a resolution that is likely to fail again.
+        Answer stale;
+        if (e.failures > 0 && now < e.retry_at &&
+            stale_answer(domain, settings, now, "refresh failing", stale)) {
+            e.last_used = now;
+            return done(std::move(stale));
+        }
+    }
+    ++stats_.misses;
+    auto w = std::make_unique<Waiter>();
+    w->cache = this;
+    w->domain = domain;
+    w->settings = settings;
+    w->done = std::move(done);
+    w->timer.reset(evtimer_new(
+        base_,
+        [](evutil_socket_t, short, void* arg) {
+            auto* waiter = static_cast<Waiter*>(arg);
+            waiter->cache->waiter_deadline(waiter);
+        },
+        w.get()));
+    const timeval deadline{static_cast<time_t>(settings_.lookup_deadline_ms / 1000),
+                           static_cast<suseconds_t>((settings_.lookup_deadline_ms % 1000) * 1000)};
+    evtimer_add(w->timer.get(), &deadline);
+    // The waiter joins before the resolution starts, which may finish before resolve() returns.
+    auto fit = flights_.find(domain);
+    const bool start = fit == flights_.end();
+    if (start) fit = flights_.emplace(domain, std::make_shared<Flight>()).first;
+    Flight& f = *fit->second;
+    f.waiters.push_back(std::move(w));
+    f.waiters.back()->self = std::prev(f.waiters.end());
+    if (start) launch(domain);
+}
+
+void PolicyCache::launch(const std::string& domain) {
+    std::weak_ptr<bool> alive = alive_;
+    engine_.resolve(domain, [this, alive, domain](std::shared_ptr<const Resolution> r) {
+        if (alive.expired()) return;
+        finished(domain, std::move(r));
+    });
+}
+
+void PolicyCache::waiter_deadline(Waiter* w) {
+    auto fit = flights_.find(w->domain);
+    if (fit == flights_.end()) return;
+    std::unique_ptr<Waiter> mine = std::move(*w->self);
+    fit->second->waiters.erase(w->self);
+    ++stats_.deadline;
+    const int64_t now = clock_();
+    const std::string why =
+        "no answer within lookup_deadline_ms " + std::to_string(settings_.lookup_deadline_ms);
+    Answer a;
+    if (!stale_answer(mine->domain, mine->settings, now, why, a)) a = Answer::temp(why);
+    mine->done(std::move(a));
+}
+
+void PolicyCache::finished(const std::string& domain, std::shared_ptr<const Resolution> r) {
+    auto fit = flights_.find(domain);
+    if (fit == flights_.end()) return;
+    std::shared_ptr<Flight> f = std::move(fit->second);
+    flights_.erase(fit);
+    if (f->refresh) --refreshes_running_;
+
+    const int64_t now = clock_();
+    const Answer def = r->answer(defaults_);
+    DomainEngine::log_computed(domain, def);
+    bool stored = false;
+    if (cacheable(*r, def)) {
+        CachedAnswer c = cached_answer(*r, def, now, settings_.stale_ttl);
+        if (writer_) writer_->put(cache_row(domain, *r, def, c));
+        store_entry(domain, std::move(c));
+        stored = true;
+    } else if (auto it = entries_.find(domain); it != entries_.end()) {
+        Entry& e = it->second;
+        if (def.outcome == Outcome::Temp || def.outcome == Outcome::Timeout ||
+            def.outcome == Outcome::Perm) {
+            ++e.failures;
+            e.retry_at = now + refresh_backoff(e.failures);
+            if (f->refresh) {
+                ++stats_.refresh_failures;
+                log::warning(domain + ": refresh failed (" + log::sanitize(def.reason) +
+                             "); keeping the cached answer, next try in " +
+                             std::to_string(e.retry_at - now) + " s");
+                if (e.used && e.retry_at < e.c.stale_until)
+                    due_.push({e.retry_at, e.generation, domain});
+            }
+        }
+    }
+
+    for (auto& w : f->waiters) {
+        w->timer.reset();
+        Answer a = w->settings == defaults_ ? def : r->answer(w->settings);
+        if (!stored && (a.outcome == Outcome::Temp || a.outcome == Outcome::Timeout ||
+                        a.outcome == Outcome::Perm)) {
+            Answer stale;
+            if (stale_answer(domain, w->settings, now, a.reason, stale)) a = std::move(stale);
+        }
+        w->done(std::move(a));
+    }
+}
+
+void PolicyCache::flush_hits() {
+    if (dirty_hits_.empty()) return;
+    std::vector<HitDelta> deltas;
+    deltas.reserve(dirty_hits_.size());
+    for (const auto& d : dirty_hits_) {
+        auto it = entries_.find(d);
+        if (it == entries_.end() || it->second.unflushed_hits == 0) continue;
+        deltas.push_back({d, it->second.unflushed_hits, it->second.last_used});
+        it->second.unflushed_hits = 0;
+    }
+    dirty_hits_.clear();
+    if (writer_ && !deltas.empty()) writer_->put_hits(std::move(deltas));
+}
+
+void PolicyCache::rewrite_all() {
+    // The file was replaced: everything known goes into the fresh one.
+    for (auto& [domain, e] : entries_) {
+        CacheRow row;
+        row.domain = domain;
+        row.outcome = e.c.outcome;
+        row.policy = e.c.policy;
+        row.source = e.c.source;
+        row.reason = e.c.reason;
+        row.fetched_at = e.c.fetched_at;
+        row.expires_at = e.c.expires_at;
+        row.stale_until = e.c.stale_until;
+        row.sts_decides = e.c.sts != nullptr;
+        if (e.c.sts) {
+            row.sts_id = e.c.sts->id;
+            row.sts_body = e.c.sts->body;
+            row.sts_max_age = e.c.sts->policy.max_age;
+            row.sts_fetched_at = e.c.sts->fetched_at;
+            row.sts_expires_at = e.c.sts->expires_at;
+        }
+        row.details = "{}";
+        writer_->put(std::move(row));
+    }
+}
+
+void PolicyCache::sync_file() {
+    auto changed = store_->changed();
+    if (changed && !*changed) return;
+    auto ch = changed ? store_->changes_since(last_seq_) : Result<CacheChanges>(changed.error());
+    if (!ch) {
+        log::warning(ch.error().message + "; will look again");
+        if (store_->failure() == StoreFailure::Corrupt) {
+            store_.reset();
+            if (writer_) writer_->request_recovery();
+        }
+        return;
+    }
+    const int64_t now = clock_();
+    // Purges first: a row written after a purge (a higher seq) comes back below.
+    for (const auto& p : ch->purged) {
+        ++stats_.synced_purges;
+        if (p.empty()) {
+            std::vector<std::string> all;
+            for (const auto& [d, e] : entries_)
+                all.push_back(d);
+            for (const auto& d : all) {
+                erase_entry(d);
+                engine_.forget(d);
+            }
+        } else {
+            erase_entry(p);
+            engine_.forget(p);
+        }
+    }
+    for (const auto& row : ch->rows) {
+        if (auto p = sts_policy_from_row(row)) engine_.remember_sts(row.domain, std::move(*p));
+        if (row.stale_until <= now) continue;
+        auto it = entries_.find(row.domain);
+        if (it != entries_.end() && it->second.c.fetched_at > row.fetched_at) continue;
+        auto c = cached_from_row(row.domain, row, defaults_);
+        if (!c) continue;
+        const int64_t last_used = it != entries_.end() ? it->second.last_used : row.last_used;
+        Entry& e = store_entry(row.domain, std::move(*c));
+        e.last_used = last_used;
+        ++stats_.synced_rows;
+    }
+    last_seq_ = std::max(last_seq_, ch->seq);
+}
+
+void PolicyCache::tick() {
+    const int64_t now = clock_();
+    // Refresh-ahead of used entries, a bounded number at once.
+    while (!due_.empty() && due_.top().at <= now) {
+        if (refreshes_running_ >= settings_.max_refreshes) break;
+        Due d = due_.top();
+        due_.pop();
+        auto it = entries_.find(d.domain);
+        if (it == entries_.end() || it->second.generation != d.generation || !it->second.used)
+            continue;                            // replaced, evicted or not used since
+        if (flights_.count(d.domain)) continue;  // a client's miss is resolving it already
+        if (now >= it->second.c.stale_until) continue;
+        auto f = std::make_shared<Flight>();
+        f->refresh = true;
+        ++refreshes_running_;
+        ++stats_.refreshes;
+        flights_.emplace(d.domain, std::move(f));
+        launch(d.domain);
+    }
+    if (!use_file_) return;
+    if (writer_ && writer_->take_recovered()) {
+        rewrite_all();
+        store_.reset();
+    }
+    if (!store_ && now >= next_reopen_) {
+        open_file();
+        if (store_) {
+            auto seq = store_->last_seq();
+            last_seq_ = seq ? *seq : 0;
+        }
+    }
+    if (store_) sync_file();
+    if (now >= next_hit_flush_) {
+        flush_hits();
+        next_hit_flush_ = now + kHitFlushSeconds;
+    }
+}
+
+void PolicyCache::flush() {
+    flush_hits();
+    if (writer_) writer_->flush();
+}
+
+void PolicyCache::set_config(const Config& config) {
+    settings_ = cache_settings(config);
+    if (config.cache.path != path_)
+        log::warning("cache.path changed to " + config.cache.path +
+                     ": takes effect at the next start; still using " + path_);
+    if (!(config.policy == defaults_)) {
+        defaults_ = config.policy;
+        for (auto& [domain, e] : entries_) {
+            if (!e.c.sts) continue;
+            Answer a = DomainEngine::sts_decision(domain, *e.c.sts, e.c.sts_status, defaults_);
+            e.c.outcome = a.outcome;
+            e.c.policy = a.outcome == Outcome::Found ? a.policy : std::string();
+            e.c.source = a.source;
+            e.c.reason = std::move(a.reason);
+            if (e.in_found_list != (e.c.outcome == Outcome::Found)) {
+                unlink(e);
+                link(e);
+            }
+        }
+    }
+    while (entries_.size() > settings_.max_entries)
+        evict_one();
+}
+
+}  // namespace tlspolicy

@@ -1,0 +1,415 @@
+// The policy cache (cache/policy_cache.h) with a fake resolver and an injected clock: expiry,
+// negative TTL, stale windows per source, single-flight with a deadline, refresh-ahead and its
+// back-off, eviction order, re-rendering on reload, and a restart and a purge through the file.
+#include <doctest/doctest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cache/policy_cache.h"
+#include "resolution_fixture.h"
+
+using namespace tlspolicy;
+using namespace tlspolicy::testutil;
+
+namespace {
+
+// Resolutions complete when the test says so.
+struct FakeResolver : DomainResolver {
+    std::map<std::string, std::vector<ResolutionCallback>> pending;
+    std::map<std::string, int> calls;
+    std::vector<std::string> forgotten, remembered;
+    void resolve(const std::string& domain, ResolutionCallback cb) override {
+        ++calls[domain];
+        pending[domain].push_back(std::move(cb));
+    }
+    void remember_sts(const std::string& domain, StoredStsPolicy) override {
+        remembered.push_back(domain);
+    }
+    void forget(const std::string& domain) override { forgotten.push_back(domain); }
+    void complete(const std::string& domain, std::shared_ptr<Resolution> r) {
+        REQUIRE(pending.count(domain));
+        auto cbs = std::move(pending[domain]);
+        pending.erase(domain);
+        r->facts.domain = domain;
+        for (auto& cb : cbs)
+            cb(r);
+    }
+};
+
+// A resolution whose DANE half says `v` with `ttl`, and an MTA-STS half with `body` (or none).
+std::shared_ptr<Resolution> resolution(DaneVerdict v, int64_t ttl, int64_t now,
+                                       std::optional<std::string> body = std::nullopt) {
+    auto r = std::make_shared<Resolution>();
+    r->facts = facts_with({"mx.example.com"});
+    r->dane = dane(v);
+    r->dane.ttl = ttl;
+    r->sts = sts_with(body, now);
+    r->sts.txt_valid_until = now + 100000;
+    r->now = now;
+    return r;
+}
+
+const std::string kEnforce = "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 1000\n";
+const std::string kTesting = "version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 1000\n";
+
+struct Fixture {
+    int64_t now = 1'000'000;
+    FakeResolver resolver;
+    EventBasePtr base{event_base_new()};
+    Config config = default_config();
+    std::unique_ptr<PolicyCache> cache;
+    std::vector<Answer> answers;
+
+    Fixture() {
+        config.cache.stale_ttl = 300;
+        config.server.lookup_deadline_ms = 60000;
+    }
+    void start(bool use_file = false) {
+        cache = std::make_unique<PolicyCache>(
+            base.get(), resolver, config, [this] { return now; }, use_file);
+    }
+    // Looks `domain` up; the answer lands in `answers` when it comes.
+    void ask(const std::string& domain, const PolicySettings& settings = {}) {
+        cache->lookup(domain, settings, [this](Answer a) { answers.push_back(std::move(a)); });
+    }
+    // Runs the loop until `n` answers have arrived (or 10 s passed).
+    void wait_answers(std::size_t n) {
+        EventPtr guard(evtimer_new(
+            base.get(),
+            [](evutil_socket_t, short, void* b) {
+                event_base_loopbreak(static_cast<event_base*>(b));
+            },
+            base.get()));
+        const timeval ten{10, 0};
+        evtimer_add(guard.get(), &ten);
+        while (answers.size() < n && event_base_loop(base.get(), EVLOOP_ONCE) == 0) {
+            if (!evtimer_pending(guard.get(), nullptr)) break;
+        }
+    }
+};
+
+std::string shown(const Answer& a) {
+    return std::string(outcome_name(a.outcome)) + (a.policy.empty() ? "" : " " + a.policy);
+}
+
+}  // namespace
+
+TEST_CASE("policy cache: an answer is served from memory until it expires") {
+    Fixture f;
+    f.start();
+    f.ask("a.example");
+    CHECK(f.answers.empty());
+    f.resolver.complete("a.example", resolution(DaneVerdict::DaneOnly, 100, f.now));
+    REQUIRE(f.answers.size() == 1);
+    CHECK(shown(f.answers[0]) == "found dane-only");
+    f.now += 99;
+    f.ask("a.example");
+    REQUIRE(f.answers.size() == 2);
+    CHECK(shown(f.answers[1]) == "found dane-only");
+    CHECK(f.answers[1].reason == f.answers[0].reason);
+    CHECK(f.answers[1].ttl == 1);
+    CHECK(f.resolver.calls["a.example"] == 1);
+    f.now += 1;  // expired
+    f.ask("a.example");
+    CHECK(f.resolver.calls["a.example"] == 2);
+    CHECK(f.answers.size() == 2);
+    CHECK(f.cache->stats().hits == 1);
+    CHECK(f.cache->stats().misses == 2);
+}
+
+TEST_CASE("policy cache: not found is cached for its negative TTL, TEMP never") {
+    Fixture f;
+    f.start();
+    f.ask("nf.example");
+    f.resolver.complete("nf.example", resolution(DaneVerdict::NotFound, 30, f.now));
+    f.now += 29;
+    f.ask("nf.example");
+    REQUIRE(f.answers.size() == 2);
+    CHECK(shown(f.answers[1]) == "not-found");
+    CHECK(f.resolver.calls["nf.example"] == 1);
+    f.now += 1;
+    f.ask("nf.example");
+    CHECK(f.resolver.calls["nf.example"] == 2);
+
+    f.ask("t.example");
+    f.resolver.complete("t.example", resolution(DaneVerdict::Temp, 0, f.now));
+    f.ask("t.example");
+    CHECK(f.resolver.calls["t.example"] == 2);
+    CHECK(f.cache->size() == 1);  // nf.example only (its refresh still pending)
+}
+
+TEST_CASE("policy cache: concurrent misses share one resolution, each profile its answer") {
+    Fixture f;
+    f.start();
+    PolicySettings tlsrpt;
+    tlsrpt.tlsrpt = true;
+    PolicySettings as_enforce;
+    as_enforce.testing_mode = TestingMode::Enforce;
+    f.ask("s.example");
+    f.ask("s.example", tlsrpt);
+    f.ask("s.example", as_enforce);
+    CHECK(f.resolver.calls["s.example"] == 1);
+    f.resolver.complete("s.example", resolution(DaneVerdict::NoDane, 600, f.now, kTesting));
+    REQUIRE(f.answers.size() == 3);
+    CHECK(shown(f.answers[0]) == "not-found");  // testing_mode = ignore
+    CHECK(shown(f.answers[1]) == "not-found");
+    CHECK(shown(f.answers[2]) == "found verify match=mx.example.com servername=hostname");
+    // From memory, the same per profile.
+    f.ask("s.example", as_enforce);
+    f.ask("s.example");
+    REQUIRE(f.answers.size() == 5);
+    CHECK(shown(f.answers[3]) == shown(f.answers[2]));
+    CHECK(shown(f.answers[4]) == "not-found");
+    CHECK(f.resolver.calls["s.example"] == 1);
+}
+
+TEST_CASE("policy cache: stale answers per source while resolutions fail") {
+    struct Row {
+        const char* name;
+        DaneVerdict verdict;
+        std::optional<std::string> sts;
+        int64_t stale_for;  // seconds past expiry (100) it is still served
+    };
+    const std::vector<Row> rows = {
+        {"DANE: stale_ttl (300)", DaneVerdict::DaneOnly, std::nullopt, 300},
+        {"MTA-STS: until max_age (1000 after the fetch)", DaneVerdict::NoDane, kEnforce, 900},
+        {"not found: never", DaneVerdict::NotFound, std::nullopt, 0},
+    };
+    for (const auto& r : rows) {
+        INFO(std::string(r.name));
+        Fixture f;
+        f.start();
+        const int64_t t0 = f.now;
+        f.ask("d.example");
+        f.resolver.complete("d.example", resolution(r.verdict, 100, t0, r.sts));
+        const std::string fresh = shown(f.answers.at(0));
+        // Just inside the window, then at its end: a failing resolution gives the stale
+        // answer, then TEMP.
+        std::vector<int64_t> times = {t0 + 100 + r.stale_for};
+        if (r.stale_for > 0) times.insert(times.begin(), t0 + 100 + r.stale_for - 1);
+        for (const int64_t at : times) {
+            f.now = at;
+            const bool inside = at < t0 + 100 + r.stale_for;
+            f.ask("d.example");
+            REQUIRE(f.resolver.pending.count("d.example"));
+            f.resolver.complete("d.example", resolution(DaneVerdict::Temp, 0, at, r.sts));
+            const Answer& got = f.answers.back();
+            if (inside) {
+                CHECK(shown(got) == fresh);
+                CHECK(got.reason.find("stale") != std::string::npos);
+            } else {
+                CHECK(shown(got) == "temp");
+            }
+        }
+    }
+}
+
+TEST_CASE("policy cache: while failing, stale answers come without a new resolution") {
+    Fixture f;
+    f.start();
+    f.ask("d.example");
+    f.resolver.complete("d.example", resolution(DaneVerdict::DaneOnly, 100, f.now));
+    f.now += 150;
+    f.ask("d.example");
+    f.resolver.complete("d.example", resolution(DaneVerdict::Temp, 0, f.now));
+    CHECK(f.resolver.calls["d.example"] == 2);
+    f.now += 4;  // back-off after one failure: 5 s
+    f.ask("d.example");
+    CHECK(f.resolver.calls["d.example"] == 2);
+    CHECK(shown(f.answers.back()) == "found dane-only");
+    f.now += 1;
+    f.ask("d.example");
+    CHECK(f.resolver.calls["d.example"] == 3);
+}
+
+TEST_CASE("policy cache: a client waits at most lookup_deadline_ms") {
+    Fixture f;
+    f.config.server.lookup_deadline_ms = 50;
+    f.start();
+    // No answer ever: TEMP at the deadline.
+    f.ask("slow.example");
+    f.wait_answers(1);
+    REQUIRE(f.answers.size() == 1);
+    CHECK(shown(f.answers[0]) == "temp");
+    CHECK(f.answers[0].reason.find("lookup_deadline_ms 50") != std::string::npos);
+    // The resolution goes on and fills the cache; the client is not called twice.
+    f.resolver.complete("slow.example", resolution(DaneVerdict::DaneOnly, 100, f.now));
+    CHECK(f.answers.size() == 1);
+    f.ask("slow.example");
+    CHECK(shown(f.answers.back()) == "found dane-only");
+    // Expired, slow again: the stale answer at the deadline.
+    f.now += 120;
+    f.ask("slow.example");
+    f.wait_answers(3);
+    REQUIRE(f.answers.size() == 3);
+    CHECK(shown(f.answers[2]) == "found dane-only");
+    CHECK(f.answers[2].reason.find("stale") != std::string::npos);
+    CHECK(f.cache->stats().deadline == 2);
+}
+
+TEST_CASE("policy cache: used entries are refreshed ahead of expiry, failures back off") {
+    Fixture f;
+    f.start();
+    const int64_t t0 = f.now;
+    f.ask("used.example");
+    f.resolver.complete("used.example", resolution(DaneVerdict::DaneOnly, 1000, t0));
+    f.ask("unused.example");
+    f.resolver.complete("unused.example", resolution(DaneVerdict::DaneOnly, 1000, t0));
+    f.now = t0 + 1;
+    f.ask("used.example");  // used since stored
+    // Lead 100 s, jitter up to 50 s: due between t0 + 850 and t0 + 900.
+    f.now = t0 + 849;
+    f.cache->tick();
+    CHECK(f.resolver.calls["used.example"] == 1);
+    f.now = t0 + 900;
+    f.cache->tick();
+    CHECK(f.resolver.calls["used.example"] == 2);
+    CHECK(f.cache->refreshing() == 1);
+    f.ask("used.example");  // still fresh: served while the refresh runs
+    CHECK(f.resolver.calls["used.example"] == 2);
+    CHECK(f.cache->stats().hits == 2);
+    // The refresh fails: kept, retried after 5 s, then 10 s.
+    f.resolver.complete("used.example", resolution(DaneVerdict::Temp, 0, f.now));
+    CHECK(f.cache->refreshing() == 0);
+    CHECK(f.cache->stats().refresh_failures == 1);
+    f.now += 4;
+    f.cache->tick();
+    CHECK(f.resolver.calls["used.example"] == 2);
+    f.now += 1;
+    f.cache->tick();
+    CHECK(f.resolver.calls["used.example"] == 3);
+    f.resolver.complete("used.example", resolution(DaneVerdict::Temp, 0, f.now));
+    f.now += 9;
+    f.cache->tick();
+    CHECK(f.resolver.calls["used.example"] == 3);
+    f.now += 1;
+    f.cache->tick();
+    CHECK(f.resolver.calls["used.example"] == 4);
+    f.resolver.complete("used.example", resolution(DaneVerdict::Dane, 1000, f.now));
+    f.ask("used.example");
+    CHECK(shown(f.answers.back()) == "found dane");
+    CHECK(f.resolver.calls["used.example"] == 4);
+    // Never used: never refreshed, it just expires.
+    f.now = t0 + 999;
+    f.cache->tick();
+    CHECK(f.resolver.calls["unused.example"] == 1);
+}
+
+TEST_CASE("policy cache: refreshes run at most max_refreshes at once") {
+    Fixture f;
+    f.config.cache.max_refreshes = 2;
+    f.start();
+    const std::vector<std::string> names = {"r1.example", "r2.example", "r3.example"};
+    for (const auto& n : names) {
+        f.ask(n);
+        f.resolver.complete(n, resolution(DaneVerdict::DaneOnly, 100, f.now));
+        f.ask(n);
+    }
+    f.now += 99;
+    f.cache->tick();
+    CHECK(f.cache->refreshing() == 2);
+    CHECK(f.resolver.pending.size() == 2);
+    for (const auto& n : names)
+        if (f.resolver.pending.count(n)) {
+            f.resolver.complete(n, resolution(DaneVerdict::DaneOnly, 100, f.now));
+            break;
+        }
+    f.cache->tick();
+    CHECK(f.cache->refreshing() == 2);
+    CHECK(f.cache->stats().refreshes == 3);
+}
+
+TEST_CASE("policy cache: eviction takes not-found entries first, then the least recently used") {
+    Fixture f;
+    f.config.cache.max_entries = 3;
+    f.start();
+    auto store = [&](const std::string& d, DaneVerdict v) {
+        f.ask(d);
+        f.resolver.complete(d, resolution(v, 1000, f.now));
+    };
+    store("nf.example", DaneVerdict::NotFound);
+    store("f1.example", DaneVerdict::DaneOnly);
+    store("f2.example", DaneVerdict::DaneOnly);
+    f.ask("nf.example");  // recently used, but not found
+    store("f3.example", DaneVerdict::DaneOnly);
+    CHECK(f.cache->size() == 3);
+    CHECK(f.cache->stats().evictions == 1);
+    const auto calls = f.resolver.calls;
+    auto cached = [&](const std::string& d) {
+        const int before = f.resolver.calls[d];
+        f.ask(d);
+        const bool hit = f.resolver.calls[d] == before;
+        if (!hit) f.resolver.complete(d, resolution(DaneVerdict::DaneOnly, 1000, f.now));
+        return hit;
+    };
+    CHECK(cached("f1.example"));  // f1 is now the most recently used; f2 the least
+    store("f4.example", DaneVerdict::DaneOnly);
+    CHECK(cached("f1.example"));
+    CHECK(cached("f3.example"));
+    CHECK(cached("f4.example"));
+    CHECK_FALSE(cached("f2.example"));  // evicted (and stored again by this lookup)
+    CHECK_FALSE(cached("nf.example"));
+    (void)calls;
+}
+
+TEST_CASE("policy cache: a reload re-renders MTA-STS answers under the new [policy]") {
+    Fixture f;
+    f.start();
+    f.ask("s.example");
+    f.resolver.complete("s.example", resolution(DaneVerdict::NoDane, 600, f.now, kTesting));
+    CHECK(shown(f.answers.back()) == "not-found");
+    Config next = f.config;
+    next.policy.testing_mode = TestingMode::Encrypt;
+    f.cache->set_config(next);
+    f.ask("s.example", next.policy);
+    CHECK(shown(f.answers.back()) == "found encrypt");
+    CHECK(f.resolver.calls["s.example"] == 1);
+}
+
+TEST_CASE("policy cache: a restart starts warm from the file; purges by others are applied") {
+    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    const std::string dir = tmpl;
+    {
+        Fixture f;
+        f.config.cache.path = dir + "/cache.sqlite";
+        f.start(true);
+        REQUIRE(f.cache->file_open());
+        f.ask("a.example");
+        f.resolver.complete("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
+        f.ask("s.example");
+        f.resolver.complete("s.example", resolution(DaneVerdict::NoDane, 1000, f.now, kEnforce));
+        f.ask("a.example");
+        f.cache->flush();
+    }
+    Fixture g;
+    g.config.cache.path = dir + "/cache.sqlite";
+    g.start(true);
+    CHECK(g.cache->stats().loaded == 2);
+    g.ask("a.example");
+    g.ask("s.example");
+    REQUIRE(g.answers.size() == 2);
+    CHECK(shown(g.answers[0]) == "found dane-only");
+    CHECK(shown(g.answers[1]) == "found verify match=mx.example.com servername=hostname");
+    CHECK(g.resolver.calls.empty());
+    // The MTA-STS policy went back to the engine's memory.
+    CHECK(g.resolver.remembered == std::vector<std::string>{"s.example"});
+    {
+        auto other = CacheStore::open(dir + "/cache.sqlite", "another process");
+        REQUIRE(other.ok());
+        REQUIRE((*other)->purge("s.example").ok());
+    }
+    g.cache->tick();
+    CHECK(g.resolver.forgotten == std::vector<std::string>{"s.example"});
+    g.ask("s.example");
+    CHECK(g.resolver.calls["s.example"] == 1);
+    CHECK(g.cache->size() == 1);
+    g.cache.reset();
+    std::filesystem::remove_all(dir);
+}
