@@ -45,6 +45,7 @@ class CacheWriter {
         cv_.notify_all();
     }
     void put_hits(std::vector<HitDelta> hits) {
+        if (hits.empty()) return;
         std::lock_guard<std::mutex> g(m_);
         for (auto& h : hits) {
             HitDelta& d = hits_[h.domain];
@@ -53,6 +54,12 @@ class CacheWriter {
             d.last_used = std::max(d.last_used, h.last_used);
         }
         ++queued_;
+        cv_.notify_all();
+    }
+    // Removes rows dead before `before` at the next chance (the loop asks once an hour).
+    void housekeep(int64_t before) {
+        std::lock_guard<std::mutex> g(m_);
+        housekeep_before_ = before;
         cv_.notify_all();
     }
     // The loop saw the file corrupt: replace it at the next chance.
@@ -78,7 +85,10 @@ class CacheWriter {
         int backoff = 0;  // seconds before the next attempt after a failure
         std::unique_lock<std::mutex> l(m_);
         for (;;) {
-            cv_.wait(l, [&] { return stop_ || recover_ || !rows_.empty() || !hits_.empty(); });
+            cv_.wait(l, [&] {
+                return stop_ || recover_ || housekeep_before_ > 0 || !rows_.empty() ||
+                       !hits_.empty();
+            });
             if (backoff > 0 && !stop_ && !urgent_)
                 cv_.wait_for(l, std::chrono::seconds(backoff), [&] { return stop_ || urgent_; });
             else if (!stop_ && !urgent_)
@@ -87,6 +97,8 @@ class CacheWriter {
             urgent_ = false;
             const bool recover = recover_;
             recover_ = false;
+            const int64_t housekeep_before = housekeep_before_;
+            housekeep_before_ = 0;
             const uint64_t upto = queued_;
             std::vector<CacheRow> rows;
             rows.reserve(rows_.size());
@@ -117,6 +129,12 @@ class CacheWriter {
             if (ok) {
                 if (backoff > 0) log::info("cache " + path_ + ": writing again");
                 backoff = 0;
+                if (store && housekeep_before > 0) {
+                    // A bounded number, so that one pass never holds the write lock for long.
+                    if (auto n = store->delete_dead(housekeep_before, 10000); n && *n > 0)
+                        log::info("cache " + path_ + ": removed " + std::to_string(*n) +
+                                  " dead row(s)");
+                }
             } else {
                 backoff = std::min(backoff ? backoff * 2 : 1, 30);
             }
@@ -178,6 +196,7 @@ class CacheWriter {
     uint64_t queued_ = 0, attempted_ = 0, dropped_ = 0;
     std::atomic<bool> recovered_{false};
     StoreFailure last_logged_ = StoreFailure::None;  // writer thread only
+    int64_t housekeep_before_ = 0;
 };
 
 struct PolicyCache::Entry {
@@ -356,9 +375,25 @@ void PolicyCache::hit(Entry& e, int64_t now) {
     if (!e.used) {
         // First use since it was stored: refresh it before it expires.
         e.used = true;
+        if (due_.size() > 2 * settings_.max_entries + 1024) rebuild_due();
         const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
         due_.push({refresh_time(e.c.fetched_at, e.c.expires_at, jitter), e.generation, *e.domain});
     }
+}
+
+void PolicyCache::rebuild_due() {
+    // Items of replaced or evicted entries wait in the queue until they are due; under heavy
+    // churn that is many, so the queue is rebuilt from the entries that still need one.
+    std::vector<Due> keep;
+    while (!due_.empty()) {
+        const Due& d = due_.top();
+        auto it = entries_.find(d.domain);
+        if (it != entries_.end() && it->second.generation == d.generation && it->second.used)
+            keep.push_back(d);
+        due_.pop();
+    }
+    for (auto& d : keep)
+        due_.push(std::move(d));
 }
 
 bool PolicyCache::stale_answer(const std::string& domain, const PolicySettings& settings,
@@ -601,6 +636,11 @@ void PolicyCache::tick() {
         }
     }
     if (store_) sync_file();
+    if (writer_ && now >= next_housekeeping_) {
+        // Rows nobody used for a week past their stale limit leave the file.
+        writer_->housekeep(now - kDeadRowSeconds);
+        next_housekeeping_ = now + 3600;
+    }
     if (now >= next_hit_flush_) {
         flush_hits();
         next_hit_flush_ = now + kHitFlushSeconds;

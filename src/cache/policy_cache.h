@@ -37,9 +37,10 @@
 
 namespace tlspolicy {
 
-inline constexpr int kSyncSeconds = 1;       // how often the file is checked for changes
-inline constexpr int kHitFlushSeconds = 10;  // how often hit counts are written
-inline constexpr int kReopenSeconds = 30;    // how often an unusable file is tried again
+inline constexpr int kSyncSeconds = 1;                 // how often the file is checked for changes
+inline constexpr int kHitFlushSeconds = 10;            // how often hit counts are written
+inline constexpr int kReopenSeconds = 30;              // how often an unusable file is tried again
+inline constexpr int64_t kDeadRowSeconds = 7 * 86400;  // rows dead this long leave the file
 
 class CacheWriter;
 
@@ -98,6 +99,7 @@ class PolicyCache : public PolicyEngine {
     bool stale_answer(const std::string& domain, const PolicySettings& settings, int64_t now,
                       const std::string& why, Answer& out);
     void hit(Entry& e, int64_t now);
+    void rebuild_due();
     void launch(const std::string& domain);  // resolves into the flight of `domain`
     void finished(const std::string& domain, std::shared_ptr<const Resolution> r);
     void waiter_deadline(Waiter* w);
@@ -125,6 +127,7 @@ class PolicyCache : public PolicyEngine {
     int64_t last_seq_ = 0;
     int64_t next_reopen_ = 0;
     int64_t next_hit_flush_ = 0;
+    int64_t next_housekeeping_ = 0;
 
     std::unordered_map<std::string, Entry> entries_;
     std::list<Entry*> lru_found_, lru_not_found_;  // front: most recently used
