@@ -240,3 +240,32 @@ TEST_CASE("cache: with DNS failing, answers live exactly as long as the rules al
     for (const auto& s : seen["sts-enforce.test"])
         CHECK(s.answer == scenario_answer("sts-enforce.test"));
 }
+
+TEST_CASE("cache: a used answer is refreshed in the background before it expires") {
+    TempDir dir;
+    const std::string path = dir.file("cache.sqlite");
+    // Lifetime 20 s: the refresh is due 2 s (plus up to 1 s of jitter) before expiry.
+    Daemon d(dir, daemon_config(world_dns(), cache_section(path, "min_ttl = 20\nmax_ttl = 20\n")));
+    CHECK(ask(d, "dane-ee.test") == "OK dane-only");
+    CHECK(ask(d, "dane-ee.test") == "OK dane-only");  // used since stored
+    auto column = [&](const std::string& c) {
+        const std::string v =
+            sqlite(path, "select " + c + " from entries where domain = 'dane-ee.test'");
+        return v.empty() ? int64_t{0} : std::stoll(v);
+    };
+    // The row appears within the writer's batch window; then its fetched_at moves on once.
+    int64_t first = 0;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (first == 0 && std::chrono::steady_clock::now() < end)
+        first = column("fetched_at");
+    REQUIRE(first > 0);
+    const int64_t first_expiry = column("expires_at");
+    int64_t refreshed = first;
+    while (refreshed == first && std::chrono::steady_clock::now() < end) {
+        refreshed = column("fetched_at");
+        CHECK(ask(d, "dane-ee.test") == "OK dane-only");  // never a miss meanwhile
+    }
+    CHECK(refreshed > first);
+    CHECK(refreshed < first_expiry);  // before it expired
+    CHECK(column("expires_at") == refreshed + 20);
+}
