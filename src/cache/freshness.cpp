@@ -125,6 +125,8 @@ std::optional<CachedAnswer> cached_from_row(const std::string& domain, const Cac
         c.policy = a.outcome == Outcome::Found ? a.policy : std::string();
         c.source = a.source;
         c.reason = std::move(a.reason);
+        // MTA-STS answers are stale-served by their policy's max_age, never by stale_ttl.
+        c.stale_until = stale_until(c.outcome, c.source, c.expires_at, c.sts.get(), 0);
     }
     return c;
 }

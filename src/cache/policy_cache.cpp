@@ -48,6 +48,7 @@ class CacheWriter {
         if (hits.empty()) return;
         std::lock_guard<std::mutex> g(m_);
         for (auto& h : hits) {
+            if (hits_.size() >= max_rows_ && !hits_.count(h.domain)) continue;  // bounded
             HitDelta& d = hits_[h.domain];
             d.domain = h.domain;
             d.hits += h.hits;
@@ -74,6 +75,7 @@ class CacheWriter {
     void flush() {
         std::unique_lock<std::mutex> l(m_);
         const uint64_t target = queued_;
+        if (attempted_ >= target) return;
         urgent_ = true;
         cv_.notify_all();
         cv_.wait(l, [&] { return attempted_ >= target || stop_; });
@@ -90,7 +92,8 @@ class CacheWriter {
                        !hits_.empty();
             });
             if (backoff > 0 && !stop_ && !urgent_)
-                cv_.wait_for(l, std::chrono::seconds(backoff), [&] { return stop_ || urgent_; });
+                cv_.wait_for(l, std::chrono::seconds(backoff),
+                             [&] { return stop_ || urgent_ || recover_; });
             else if (!stop_ && !urgent_)
                 // Gather a batch: whatever else arrives within 200 ms goes into one transaction.
                 cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stop_ || urgent_; });
@@ -113,6 +116,10 @@ class CacheWriter {
             l.unlock();
 
             bool ok = true;
+            if (recover) {
+                store.reset();
+                discard("a read failed");
+            }
             if (recover || !store) ok = reopen(store, recover);
             if (ok && store && (!rows.empty() || !hits.empty())) {
                 if (auto s = store->write(rows, hits); !s) {
@@ -120,7 +127,9 @@ class CacheWriter {
                     const StoreFailure f = store->failure();
                     log_failure(s.error().message, f);
                     if (f == StoreFailure::Corrupt) {
+                        // The open-time probe may not see what the write hit: move it aside.
                         store.reset();
+                        discard(s.error().message);
                         ok = reopen(store, true);
                         // The rows of this batch are written again with everything else.
                     }
@@ -146,6 +155,7 @@ class CacheWriter {
                     if (!rows_.count(r.domain) && rows_.size() < max_rows_)
                         rows_.emplace(r.domain, std::move(r));
                 for (auto& h : hits) {
+                    if (hits_.size() >= max_rows_ && !hits_.count(h.domain)) continue;
                     HitDelta& d = hits_[h.domain];
                     d.domain = h.domain;
                     d.hits += h.hits;
@@ -156,6 +166,15 @@ class CacheWriter {
             cv_.notify_all();
             if (stopping) return;  // one last attempt was made
         }
+    }
+
+    void discard(const std::string& why) {
+        auto moved = CacheStore::discard(path_);
+        if (moved)
+            log::error("cache " + path_ + " is corrupt (" + why + "); moved it to " + *moved +
+                       " and started a fresh one");
+        else
+            log::error(moved.error().message);
     }
 
     bool reopen(std::unique_ptr<CacheStore>& store, bool recover) {
@@ -455,6 +474,11 @@ void PolicyCache::lookup(const std::string& domain, const PolicySettings& settin
 }
 
 void PolicyCache::launch(const std::string& domain) {
+    // The MTA-STS engine may have forgotten a policy this entry still holds (its memory is
+    // bounded separately): give it back, so a failed fetch cannot turn it into "not found".
+    if (auto it = entries_.find(domain);
+        it != entries_.end() && it->second.c.sts && it->second.c.sts->expires_at > clock_())
+        engine_.remember_sts(domain, *it->second.c.sts);
     std::weak_ptr<bool> alive = alive_;
     engine_.resolve(domain, [this, alive, domain](std::shared_ptr<const Resolution> r) {
         if (alive.expired()) return;
@@ -493,9 +517,10 @@ void PolicyCache::finished(const std::string& domain, std::shared_ptr<const Reso
         store_entry(domain, std::move(c));
         stored = true;
     } else if (auto it = entries_.find(domain); it != entries_.end()) {
+        // Not cacheable: a failure, or an answer without a lifetime (TTL 0, an unfinished
+        // TLSA lookup). Either way the entry could not be renewed: back off, keep it.
         Entry& e = it->second;
-        if (def.outcome == Outcome::Temp || def.outcome == Outcome::Timeout ||
-            def.outcome == Outcome::Perm) {
+        {
             ++e.failures;
             e.retry_at = now + refresh_backoff(e.failures);
             if (f->refresh) {
@@ -666,6 +691,8 @@ void PolicyCache::set_config(const Config& config) {
             e.c.policy = a.outcome == Outcome::Found ? a.policy : std::string();
             e.c.source = a.source;
             e.c.reason = std::move(a.reason);
+            e.c.stale_until = stale_until(e.c.outcome, e.c.source, e.c.expires_at, e.c.sts.get(),
+                                          settings_.stale_ttl);
             if (e.in_found_list != (e.c.outcome == Outcome::Found)) {
                 unlink(e);
                 link(e);

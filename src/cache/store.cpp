@@ -496,6 +496,10 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& path, st
     return make_error("cache " + path + ": cannot open");
 }
 
+Result<std::string> CacheStore::discard(const std::string& path) {
+    return move_aside(path);
+}
+
 Result<std::unique_ptr<CacheStore>> CacheStore::open_readonly(const std::string& path) {
     if (!file_exists(path)) return make_error("cache " + path + ": no such file");
     auto store = std::unique_ptr<CacheStore>(new CacheStore());
@@ -709,10 +713,12 @@ Result<int64_t> CacheStore::delete_dead(int64_t now, std::size_t limit) {
     const Db db(db_.get(), path_);
     StmtPtr s;
     // SQLite's DELETE ... ORDER BY ... LIMIT needs a compile-time option; a subquery does not.
-    if (auto e = db.prepare("DELETE FROM entries WHERE domain IN (SELECT domain FROM entries "
-                            "WHERE stale_until < ?1 AND expires_at < ?1 ORDER BY stale_until "
-                            "LIMIT ?2)",
-                            s, "cannot delete dead rows"))
+    if (auto e = db.prepare(
+            "DELETE FROM entries WHERE domain IN (SELECT domain FROM entries "
+            "WHERE stale_until < ?1 AND expires_at < ?1 AND coalesce(sts_expires_at, 0) < ?1 "
+            "ORDER BY stale_until "
+            "LIMIT ?2)",
+            s, "cannot delete dead rows"))
         return failed(failure_, std::move(*e));
     sqlite3_bind_int64(s.get(), 1, now);
     sqlite3_bind_int64(s.get(), 2, clamp_limit(limit));

@@ -101,6 +101,11 @@ class CacheStore {
     // changes anything.
     static Result<std::unique_ptr<CacheStore>> open_readonly(const std::string& path);
 
+    // Renames a file found corrupt while in use (and its -wal and -shm) to
+    // PATH.corrupt-<unix seconds>, so that the next open() starts afresh; returns the new name.
+    // Close every connection to it first.
+    static Result<std::string> discard(const std::string& path);
+
     // Up to `limit` rows, most recently used (last_used, then fetched_at) first.
     Result<std::vector<CacheRow>> load(std::size_t limit);
     // One row, or nullopt.
@@ -114,7 +119,8 @@ class CacheStore {
     // Deletes one domain's row ("" = every row) and records the purge for the other processes.
     // Returns the number of rows deleted.
     Result<int64_t> purge(const std::string& domain);
-    // Deletes rows whose expires_at and stale_until are before `now`, the longest dead first, at
+    // Deletes rows whose expires_at, stale_until and MTA-STS policy expiry are all before `now`
+    // (a policy in force is kept for the next start), the longest dead first, at
     // most `limit` of them (housekeeping; not recorded as purges). Returns how many.
     Result<int64_t> delete_dead(int64_t now, std::size_t limit);
 

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 
@@ -354,10 +355,20 @@ int prefetch(const std::string& path, int argc, char** argv) {
     std::string write_error;
     auto write_rows = [&] {
         if (rows.empty() || !write_error.empty()) return;
-        if (auto w = (*store)->write(rows); !w)
-            write_error = w.error().message;
-        else
-            written += rows.size();
+        // The daemon writes the same file: a busy or full moment is waited out a little.
+        for (int attempt = 0;; ++attempt) {
+            auto w = (*store)->write(rows);
+            if (w) {
+                written += rows.size();
+                break;
+            }
+            const StoreFailure f = (*store)->failure();
+            if ((f != StoreFailure::Busy && f != StoreFailure::Full) || attempt == 3) {
+                write_error = w.error().message;
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::seconds(1 << attempt));
+        }
         rows.clear();
     };
     std::function<void()> start_more = [&] {

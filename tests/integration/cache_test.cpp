@@ -244,7 +244,7 @@ TEST_CASE("cache: with DNS failing, answers live exactly as long as the rules al
 TEST_CASE("cache: a used answer is refreshed in the background before it expires") {
     TempDir dir;
     const std::string path = dir.file("cache.sqlite");
-    // Lifetime 20 s: the refresh is due 2 s (plus up to 1 s of jitter) before expiry.
+    // Lifetime 20 s: the refresh is due 2 s before expiry (a tenth; the jitter rounds to 0).
     Daemon d(dir, daemon_config(world_dns(), cache_section(path, "min_ttl = 20\nmax_ttl = 20\n")));
     CHECK(ask(d, "dane-ee.test") == "OK dane-only");
     CHECK(ask(d, "dane-ee.test") == "OK dane-only");  // used since stored

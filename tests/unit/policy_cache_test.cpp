@@ -413,3 +413,25 @@ TEST_CASE("policy cache: a restart starts warm from the file; purges by others a
     g.cache.reset();
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE(
+    "policy cache: a resolution gets the entry's MTA-STS policy; uncacheable answers back off") {
+    Fixture f;
+    f.start();
+    f.ask("s.example");
+    f.resolver.complete("s.example", resolution(DaneVerdict::NoDane, 100, f.now, kEnforce));
+    CHECK(f.resolver.remembered.empty());
+    f.now += 100;  // expired; the policy (max_age 1000) is still in force
+    f.ask("s.example");
+    // The engine is reminded of the policy before it looks again, so a failed fetch there
+    // cannot turn the domain into "not found".
+    CHECK(f.resolver.remembered == std::vector<std::string>{"s.example"});
+    // An answer without a lifetime (TTL 0) is passed on but cannot renew the entry: back-off.
+    auto r = resolution(DaneVerdict::NoDane, 0, f.now, kEnforce);
+    f.resolver.complete("s.example", r);
+    CHECK(shown(f.answers.back()) == "found verify match=mx.example.com servername=hostname");
+    f.now += 4;
+    f.ask("s.example");  // within the 5 s back-off: the stale entry, no new resolution
+    CHECK(f.resolver.calls["s.example"] == 2);
+    CHECK(f.answers.back().reason.find("stale") != std::string::npos);
+}
