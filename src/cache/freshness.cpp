@@ -62,30 +62,35 @@ Answer render(const std::string& domain, const CachedAnswer& c, const PolicySett
     return a;
 }
 
-CacheRow cache_row(const std::string& domain, const Resolution& r, const Answer& a,
-                   const CachedAnswer& c) {
+CacheRow cache_row(const std::string& domain, const CachedAnswer& c,
+                   const StoredStsPolicy* in_force, std::string details) {
     CacheRow row;
     row.domain = domain;
     row.outcome = c.outcome;
     row.policy = c.policy;
     row.source = c.source;
-    row.reason = a.reason;
+    row.reason = c.reason;
     row.fetched_at = c.fetched_at;
     row.expires_at = c.expires_at;
     row.stale_until = c.stale_until;
     row.sts_decides = c.sts != nullptr;
+    if (in_force) {
+        row.sts_id = in_force->id;
+        row.sts_body = in_force->body;
+        row.sts_max_age = in_force->policy.max_age;
+        row.sts_fetched_at = in_force->fetched_at;
+        row.sts_expires_at = in_force->expires_at;
+    }
+    row.details = details.empty() ? "{}" : std::move(details);
+    return row;
+}
+
+CacheRow cache_row(const std::string& domain, const Resolution& r, const Answer& a,
+                   const CachedAnswer& c) {
     // The policy in force is kept even when DANE decides, so that a restart or another
     // process does not forget it (RFC 8461 §5.1).
-    if (const auto& p = r.sts.outcome.policy) {
-        row.sts_id = p->id;
-        row.sts_body = p->body;
-        row.sts_max_age = p->policy.max_age;
-        row.sts_fetched_at = p->fetched_at;
-        row.sts_expires_at = p->expires_at;
-    }
-    row.details = a.details.empty() ? "{}" : a.details;
-    row.last_used = 0;
-    return row;
+    const auto& p = r.sts.outcome.policy;
+    return cache_row(domain, c, p ? &*p : nullptr, a.details);
 }
 
 std::optional<StoredStsPolicy> sts_policy_from_row(const CacheRow& row) {

@@ -67,7 +67,10 @@ CachedAnswer cached_answer(const Resolution& resolution, const Answer& answer, i
 Answer render(const std::string& domain, const CachedAnswer& cached, const PolicySettings& settings,
               int64_t now);
 
-// The SQLite row of a resolution (reason and details from `answer`).
+// The SQLite row of a cached answer, with the MTA-STS policy in force (or null) and the facts.
+CacheRow cache_row(const std::string& domain, const CachedAnswer& cached,
+                   const StoredStsPolicy* in_force, std::string details);
+// The SQLite row of a resolution (details from `answer`).
 CacheRow cache_row(const std::string& domain, const Resolution& resolution, const Answer& answer,
                    const CachedAnswer& cached);
 // The cached answer stored in a row, re-rendered under `settings`; nullopt when the row is

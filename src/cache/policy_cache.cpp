@@ -562,27 +562,10 @@ void PolicyCache::flush_hits() {
 
 void PolicyCache::rewrite_all() {
     // The file was replaced: everything known goes into the fresh one.
-    for (auto& [domain, e] : entries_) {
-        CacheRow row;
-        row.domain = domain;
-        row.outcome = e.c.outcome;
-        row.policy = e.c.policy;
-        row.source = e.c.source;
-        row.reason = e.c.reason;
-        row.fetched_at = e.c.fetched_at;
-        row.expires_at = e.c.expires_at;
-        row.stale_until = e.c.stale_until;
-        row.sts_decides = e.c.sts != nullptr;
-        if (e.c.sts) {
-            row.sts_id = e.c.sts->id;
-            row.sts_body = e.c.sts->body;
-            row.sts_max_age = e.c.sts->policy.max_age;
-            row.sts_fetched_at = e.c.sts->fetched_at;
-            row.sts_expires_at = e.c.sts->expires_at;
-        }
-        row.details = "{}";
-        writer_->put(std::move(row));
-    }
+    // (Domains DANE decided lose their stored MTA-STS policy here; the MTA-STS engine still
+    // holds it and the next resolution stores it again.)
+    for (auto& [domain, e] : entries_)
+        writer_->put(cache_row(domain, e.c, e.c.sts.get(), {}));
 }
 
 void PolicyCache::sync_file() {

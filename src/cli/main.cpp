@@ -75,6 +75,16 @@ void usage(FILE* to) {
         "Without -c, built-in defaults apply.\n");
 }
 
+// The configuration, or nullopt after printing why it cannot be loaded.
+std::optional<Config> load_or_complain(const std::string& path) {
+    auto cfg = load_config(path);
+    if (!cfg) {
+        std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
+        return std::nullopt;
+    }
+    return std::move(*cfg);
+}
+
 int check_config(const std::string& path, int argc, char** argv) {
     bool keys = false;
     for (int i = 0; i < argc; ++i) {
@@ -162,11 +172,8 @@ int query(const std::string& path, int argc, char** argv) {
         usage(stderr);
         return kExitUsage;
     }
-    auto cfg = load_config(path);
-    if (!cfg) {
-        std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
-        return kExitConfig;
-    }
+    auto cfg = load_or_complain(path);
+    if (!cfg) return kExitConfig;
     log::set_level(cfg->log.level);
     EventBasePtr base(event_base_new());
     if (!base) {
@@ -290,11 +297,8 @@ int prefetch(const std::string& path, int argc, char** argv) {
             return kExitUsage;
         }
     }
-    auto cfg = load_config(path);
-    if (!cfg) {
-        std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
-        return kExitConfig;
-    }
+    auto cfg = load_or_complain(path);
+    if (!cfg) return kExitConfig;
     log::set_level(cfg->log.level);
 
     std::ifstream in_file;
@@ -459,11 +463,8 @@ int cache_command(const std::string& path, int argc, char** argv) {
         usage(stderr);
         return kExitUsage;
     }
-    auto cfg = load_config(path);
-    if (!cfg) {
-        std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
-        return kExitConfig;
-    }
+    auto cfg = load_or_complain(path);
+    if (!cfg) return kExitConfig;
     std::string domain;
     if (argc == 2) {
         const Key key = normalize_key(argv[1]);
