@@ -290,9 +290,14 @@ void PolicyCache::open_file() {
     auto s = CacheStore::open(path_, writer_id_, &report);
     next_reopen_ = clock_() + kReopenSeconds;
     if (!s) {
-        log::error(s.error().message + "; answering from memory only until it can be opened");
+        // Tried again every kReopenSeconds: said once, not every time.
+        if (s.error().message != last_open_error_)
+            log::error(s.error().message + "; answering from memory only until it can be opened");
+        last_open_error_ = s.error().message;
         return;
     }
+    if (!last_open_error_.empty()) log::info("cache " + path_ + ": opened");
+    last_open_error_.clear();
     store_ = std::move(*s);
     if (!report.moved_aside.empty())
         log::error("cache " + path_ + " was corrupt (" + report.why + "); moved it to " +
@@ -520,17 +525,15 @@ void PolicyCache::finished(const std::string& domain, std::shared_ptr<const Reso
         // Not cacheable: a failure, or an answer without a lifetime (TTL 0, an unfinished
         // TLSA lookup). Either way the entry could not be renewed: back off, keep it.
         Entry& e = it->second;
-        {
-            ++e.failures;
-            e.retry_at = now + refresh_backoff(e.failures);
-            if (f->refresh) {
-                ++stats_.refresh_failures;
-                log::warning(domain + ": refresh failed (" + log::sanitize(def.reason) +
-                             "); keeping the cached answer, next try in " +
-                             std::to_string(e.retry_at - now) + " s");
-                if (e.used && e.retry_at < e.c.stale_until)
-                    due_.push({e.retry_at, e.generation, domain});
-            }
+        ++e.failures;
+        e.retry_at = now + refresh_backoff(e.failures);
+        if (f->refresh) {
+            ++stats_.refresh_failures;
+            log::warning(domain + ": refresh failed (" + log::sanitize(def.reason) +
+                         "); keeping the cached answer, next try in " +
+                         std::to_string(e.retry_at - now) + " s");
+            if (e.used && e.retry_at < e.c.stale_until)
+                due_.push({e.retry_at, e.generation, domain});
         }
     }
 

@@ -121,6 +121,7 @@ class PolicyCache : public PolicyEngine {
     PolicySettings defaults_;
     std::string path_;
     std::string writer_id_;
+    std::string last_open_error_;
     bool use_file_;
     std::unique_ptr<CacheStore> store_;  // the loop's connection: loading and syncing
     std::unique_ptr<CacheWriter> writer_;
