@@ -435,3 +435,42 @@ TEST_CASE(
     CHECK(f.resolver.calls["s.example"] == 2);
     CHECK(f.answers.back().reason.find("stale") != std::string::npos);
 }
+
+TEST_CASE("policy cache: a locked file keeps answers in memory and is written once it is free") {
+    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    const std::string dir = tmpl;
+    const std::string path = dir + "/cache.sqlite";
+    Fixture f;
+    f.config.cache.path = path;
+    f.start(true);
+    REQUIRE(f.cache->file_open());
+    // Another process holds the write lock (past the 2 s busy timeout).
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+    SqlitePtr other(raw);
+    REQUIRE(sqlite3_exec(other.get(), "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
+    f.ask("a.example");
+    f.resolver.complete("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
+    f.cache->flush();  // the attempt failed: busy
+    {
+        auto during = CacheStore::open_readonly(path);  // WAL: readers are not blocked
+        REQUIRE(during.ok());
+        auto none = (*during)->get("a.example");
+        REQUIRE(none.ok());
+        CHECK_FALSE(none->has_value());
+    }
+    f.ask("a.example");
+    CHECK(shown(f.answers.back()) == "found dane-only");  // from memory
+    CHECK(f.resolver.calls["a.example"] == 1);
+    REQUIRE(sqlite3_exec(other.get(), "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
+    f.cache->flush();  // retried now
+    auto reader = CacheStore::open_readonly(path);
+    REQUIRE(reader.ok());
+    auto row = (*reader)->get("a.example");
+    REQUIRE(row.ok());
+    REQUIRE(row->has_value());
+    CHECK((*row)->policy == "dane-only");
+    f.cache.reset();
+    std::filesystem::remove_all(dir);
+}
