@@ -316,9 +316,10 @@ void PolicyCache::load_file() {
     }
     last_seq_ = *seq;
     const int64_t now = clock_();
+    entries_.reserve(rows->size());  // one allocation of the buckets instead of rehashing
     for (auto& row : *rows) {
         if (auto p = sts_policy_from_row(row)) engine_.remember_sts(row.domain, std::move(*p));
-        if (row.stale_until <= now || entries_.count(row.domain)) continue;
+        if (row.stale_until <= now) continue;  // domains are unique: the table's primary key
         auto c = cached_from_row(row.domain, row, defaults_);
         if (!c) continue;
         Entry& e = store_entry(row.domain, std::move(*c));
