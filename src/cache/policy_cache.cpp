@@ -307,28 +307,37 @@ void PolicyCache::open_file() {
 
 void PolicyCache::load_file() {
     auto seq = store_->last_seq();
-    auto rows = store_->load(settings_.max_entries);
-    if (!rows || !seq) {
-        log::error((rows ? seq.error() : rows.error()).message + "; starting with an empty cache");
+    if (!seq) {
+        log::error(seq.error().message + "; starting with an empty cache");
         if (store_->failure() == StoreFailure::Corrupt && writer_) writer_->request_recovery();
         store_.reset();
         return;
     }
     last_seq_ = *seq;
     const int64_t now = clock_();
-    entries_.reserve(rows->size());  // one allocation of the buckets instead of rehashing
-    for (auto& row : *rows) {
+    // One allocation of the buckets instead of rehashing all the way up.
+    entries_.reserve(std::min<std::size_t>(settings_.max_entries, 1u << 20));
+    // Rows are taken one at a time: the whole file is never held in memory twice.
+    auto st = store_->load_each(settings_.max_entries, [&](CacheRow&& row) {
         if (auto p = sts_policy_from_row(row)) engine_.remember_sts(row.domain, std::move(*p));
-        if (row.stale_until <= now) continue;  // domains are unique: the table's primary key
+        if (row.stale_until <= now) return;  // domains are unique: the table's primary key
         auto c = cached_from_row(row.domain, row, defaults_);
-        if (!c) continue;
+        if (!c) return;
         Entry& e = store_entry(row.domain, std::move(*c));
         e.last_used = row.last_used;
         ++stats_.loaded;
-    }
-    // load() gives the most recently used first; linking put them last: turn the lists round.
+    });
+    // load_each() gives the most recently used first, and linking put each in front: turn the
+    // lists round.
     lru_found_.reverse();
     lru_not_found_.reverse();
+    if (!st) {
+        log::error(st.error().message + "; keeping the " + std::to_string(stats_.loaded) +
+                   " answer(s) read before it");
+        if (store_->failure() == StoreFailure::Corrupt && writer_) writer_->request_recovery();
+        store_.reset();
+        return;
+    }
     log::info("cache " + path_ + ": " + std::to_string(stats_.loaded) + " answer(s) loaded");
 }
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <string_view>
@@ -301,12 +302,12 @@ std::optional<CacheRow> read_row(sqlite3_stmt* s) {
 
 // Steps `s` to the end, appending the rows that read_row() accepts; logs how many it skipped.
 std::optional<DbError> read_rows(sqlite3_stmt* s, const Db& db, std::string_view what,
-                                 std::vector<CacheRow>& out) {
+                                 const std::function<void(CacheRow&&)>& each) {
     std::size_t skipped = 0;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (auto r = read_row(s))
-            out.push_back(std::move(*r));
+            each(std::move(*r));
         else
             ++skipped;
     }
@@ -544,19 +545,25 @@ int64_t clamp_limit(std::size_t limit) {
 
 }  // namespace
 
-Result<std::vector<CacheRow>> CacheStore::load(std::size_t limit) {
+Status CacheStore::load_each(std::size_t limit, const std::function<void(CacheRow&&)>& each) {
     const Db db(db_.get(), path_);
     StmtPtr s;
-    std::vector<CacheRow> rows;
     auto e = db.prepare(std::string("SELECT ") + kRowColumns +
                             " FROM entries ORDER BY last_used DESC, fetched_at DESC LIMIT ?",
                         s, "cannot load");
     if (!e) {
         sqlite3_bind_int64(s.get(), 1, clamp_limit(limit));
-        e = read_rows(s.get(), db, "cannot load", rows);
+        e = read_rows(s.get(), db, "cannot load", each);
     }
     if (e) return failed(failure_, std::move(*e));
     failure_ = StoreFailure::None;
+    return {};
+}
+
+Result<std::vector<CacheRow>> CacheStore::load(std::size_t limit) {
+    std::vector<CacheRow> rows;
+    if (auto st = load_each(limit, [&](CacheRow&& r) { rows.push_back(std::move(r)); }); !st)
+        return st.error();
     return rows;
 }
 
@@ -568,7 +575,8 @@ Result<std::optional<CacheRow>> CacheStore::get(const std::string& domain) {
                         "cannot read");
     if (!e) {
         bind_text(s.get(), 1, domain);
-        e = read_rows(s.get(), db, "cannot read", rows);
+        e = read_rows(s.get(), db, "cannot read",
+                      [&](CacheRow&& r) { rows.push_back(std::move(r)); });
     }
     if (e) return failed(failure_, std::move(*e));
     failure_ = StoreFailure::None;
@@ -766,7 +774,9 @@ Result<CacheChanges> CacheStore::changes_since(int64_t seq) {
             return e;
         sqlite3_bind_int64(s.get(), 1, seq);
         bind_text(s.get(), 2, writer_);
-        if (auto e = read_rows(s.get(), db, "cannot read changes", out.rows)) return e;
+        if (auto e = read_rows(s.get(), db, "cannot read changes",
+                               [&](CacheRow&& r) { out.rows.push_back(std::move(r)); }))
+            return e;
         for (const CacheRow& r : out.rows)
             out.seq = std::max<int64_t>(out.seq, r.seq);
 

@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,8 @@ class CacheStore {
 
     // Up to `limit` rows, most recently used (last_used, then fetched_at) first.
     Result<std::vector<CacheRow>> load(std::size_t limit);
+    // The same rows, one at a time to `each` (no vector of them all: the daemon's start).
+    Status load_each(std::size_t limit, const std::function<void(CacheRow&&)>& each);
     // One row, or nullopt.
     Result<std::optional<CacheRow>> get(const std::string& domain);
 
