@@ -75,6 +75,20 @@ void usage(FILE* to) {
         "Without -c, built-in defaults apply.\n");
 }
 
+// The members every JSON answer has, `query --json` and the cache commands alike:
+// ,"outcome":…,"policy":… (null unless found),"source":…,"reason":…
+void json_append_answer(std::string& out, Outcome outcome, const std::string& policy, Source source,
+                        const std::string& reason) {
+    out += ",\"outcome\":";
+    json_append_string(out, outcome_name(outcome));
+    out += ",\"policy\":";
+    out += outcome == Outcome::Found ? json_string(policy) : "null";
+    out += ",\"source\":";
+    json_append_string(out, source_name(source));
+    out += ",\"reason\":";
+    json_append_string(out, reason);
+}
+
 // The configuration, or nullopt after printing why it cannot be loaded.
 std::optional<Config> load_or_complain(const std::string& path) {
     auto cfg = load_config(path);
@@ -223,14 +237,7 @@ int query(const std::string& path, int argc, char** argv) {
             json_append_string(line, key.name);
             line += ",\"kind\":";
             json_append_string(line, key_kind_name(key.kind));
-            line += ",\"outcome\":";
-            json_append_string(line, outcome_name(answer.outcome));
-            line += ",\"policy\":";
-            line += answer.outcome == Outcome::Found ? json_string(answer.policy) : "null";
-            line += ",\"source\":";
-            json_append_string(line, source_name(answer.source));
-            line += ",\"reason\":";
-            json_append_string(line, answer.reason);
+            json_append_answer(line, answer.outcome, answer.policy, answer.source, answer.reason);
             line += ",\"ttl\":" + std::to_string(answer.ttl);
             if (cache_first.answered_from_cache(key.name)) line += ",\"cached\":true";
             // The engine's details object ({"dane":…,"mta_sts":…}) is merged into the line.
@@ -422,14 +429,7 @@ int prefetch(const std::string& path, int argc, char** argv) {
 std::string row_json(const CacheRow& r) {
     std::string o = "{\"domain\":";
     json_append_string(o, r.domain);
-    o += ",\"outcome\":";
-    json_append_string(o, outcome_name(r.outcome));
-    o += ",\"policy\":";
-    o += r.outcome == Outcome::Found ? json_string(r.policy) : "null";
-    o += ",\"source\":";
-    json_append_string(o, source_name(r.source));
-    o += ",\"reason\":";
-    json_append_string(o, r.reason);
+    json_append_answer(o, r.outcome, r.policy, r.source, r.reason);
     for (const auto& [name, t] : {std::pair<const char*, int64_t>{"fetched_at", r.fetched_at},
                                   {"expires_at", r.expires_at},
                                   {"stale_until", r.stale_until}}) {

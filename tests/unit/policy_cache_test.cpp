@@ -78,6 +78,11 @@ struct Fixture {
     void ask(const std::string& domain, const PolicySettings& settings = {}) {
         cache->lookup(domain, settings, [this](Answer a) { answers.push_back(std::move(a)); });
     }
+    // A miss of `domain` that `r` resolves: the answer is stored and given to the client.
+    void resolve(const std::string& domain, std::shared_ptr<Resolution> r) {
+        ask(domain);
+        resolver.complete(domain, std::move(r));
+    }
     // Runs the loop until `n` answers have arrived (or 10 s passed).
     void wait_answers(std::size_t n) {
         EventPtr guard(evtimer_new(
@@ -126,8 +131,7 @@ TEST_CASE("policy cache: an answer is served from memory until it expires") {
 TEST_CASE("policy cache: not found is cached for its negative TTL, TEMP never") {
     Fixture f;
     f.start();
-    f.ask("nf.example");
-    f.resolver.complete("nf.example", resolution(DaneVerdict::NotFound, 30, f.now));
+    f.resolve("nf.example", resolution(DaneVerdict::NotFound, 30, f.now));
     f.now += 29;
     f.ask("nf.example");
     REQUIRE(f.answers.size() == 2);
@@ -137,8 +141,7 @@ TEST_CASE("policy cache: not found is cached for its negative TTL, TEMP never") 
     f.ask("nf.example");
     CHECK(f.resolver.calls["nf.example"] == 2);
 
-    f.ask("t.example");
-    f.resolver.complete("t.example", resolution(DaneVerdict::Temp, 0, f.now));
+    f.resolve("t.example", resolution(DaneVerdict::Temp, 0, f.now));
     f.ask("t.example");
     CHECK(f.resolver.calls["t.example"] == 2);
     CHECK(f.cache->size() == 1);  // nf.example only (its refresh still pending)
@@ -186,8 +189,7 @@ TEST_CASE("policy cache: stale answers per source while resolutions fail") {
         Fixture f;
         f.start();
         const int64_t t0 = f.now;
-        f.ask("d.example");
-        f.resolver.complete("d.example", resolution(r.verdict, 100, t0, r.sts));
+        f.resolve("d.example", resolution(r.verdict, 100, t0, r.sts));
         const std::string fresh = shown(f.answers.at(0));
         // Just inside the window, then at its end: a failing resolution gives the stale
         // answer, then TEMP.
@@ -213,11 +215,9 @@ TEST_CASE("policy cache: stale answers per source while resolutions fail") {
 TEST_CASE("policy cache: while failing, stale answers come without a new resolution") {
     Fixture f;
     f.start();
-    f.ask("d.example");
-    f.resolver.complete("d.example", resolution(DaneVerdict::DaneOnly, 100, f.now));
+    f.resolve("d.example", resolution(DaneVerdict::DaneOnly, 100, f.now));
     f.now += 150;
-    f.ask("d.example");
-    f.resolver.complete("d.example", resolution(DaneVerdict::Temp, 0, f.now));
+    f.resolve("d.example", resolution(DaneVerdict::Temp, 0, f.now));
     CHECK(f.resolver.calls["d.example"] == 2);
     f.now += 4;  // back-off after one failure: 5 s
     f.ask("d.example");
@@ -257,10 +257,8 @@ TEST_CASE("policy cache: used entries are refreshed ahead of expiry, failures ba
     Fixture f;
     f.start();
     const int64_t t0 = f.now;
-    f.ask("used.example");
-    f.resolver.complete("used.example", resolution(DaneVerdict::DaneOnly, 1000, t0));
-    f.ask("unused.example");
-    f.resolver.complete("unused.example", resolution(DaneVerdict::DaneOnly, 1000, t0));
+    f.resolve("used.example", resolution(DaneVerdict::DaneOnly, 1000, t0));
+    f.resolve("unused.example", resolution(DaneVerdict::DaneOnly, 1000, t0));
     f.now = t0 + 1;
     f.ask("used.example");  // used since stored
     // Lead 100 s, jitter up to 50 s: due between t0 + 850 and t0 + 900.
@@ -330,8 +328,7 @@ TEST_CASE("policy cache: eviction takes not-found entries first, then the least 
     f.config.cache.max_entries = 3;
     f.start();
     auto store = [&](const std::string& d, DaneVerdict v) {
-        f.ask(d);
-        f.resolver.complete(d, resolution(v, 1000, f.now));
+        f.resolve(d, resolution(v, 1000, f.now));
     };
     store("nf.example", DaneVerdict::NotFound);
     store("f1.example", DaneVerdict::DaneOnly);
@@ -361,8 +358,7 @@ TEST_CASE("policy cache: eviction takes not-found entries first, then the least 
 TEST_CASE("policy cache: a reload re-renders MTA-STS answers under the new [policy]") {
     Fixture f;
     f.start();
-    f.ask("s.example");
-    f.resolver.complete("s.example", resolution(DaneVerdict::NoDane, 600, f.now, kTesting));
+    f.resolve("s.example", resolution(DaneVerdict::NoDane, 600, f.now, kTesting));
     CHECK(shown(f.answers.back()) == "not-found");
     Config next = f.config;
     next.policy.testing_mode = TestingMode::Encrypt;
@@ -381,10 +377,8 @@ TEST_CASE("policy cache: a restart starts warm from the file; purges by others a
         f.config.cache.path = dir + "/cache.sqlite";
         f.start(true);
         REQUIRE(f.cache->file_open());
-        f.ask("a.example");
-        f.resolver.complete("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
-        f.ask("s.example");
-        f.resolver.complete("s.example", resolution(DaneVerdict::NoDane, 1000, f.now, kEnforce));
+        f.resolve("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
+        f.resolve("s.example", resolution(DaneVerdict::NoDane, 1000, f.now, kEnforce));
         f.ask("a.example");
         f.cache->flush();
     }
@@ -418,8 +412,7 @@ TEST_CASE(
     "policy cache: a resolution gets the entry's MTA-STS policy; uncacheable answers back off") {
     Fixture f;
     f.start();
-    f.ask("s.example");
-    f.resolver.complete("s.example", resolution(DaneVerdict::NoDane, 100, f.now, kEnforce));
+    f.resolve("s.example", resolution(DaneVerdict::NoDane, 100, f.now, kEnforce));
     CHECK(f.resolver.remembered.empty());
     f.now += 100;  // expired; the policy (max_age 1000) is still in force
     f.ask("s.example");
@@ -450,8 +443,7 @@ TEST_CASE("policy cache: a locked file keeps answers in memory and is written on
     REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
     SqlitePtr other(raw);
     REQUIRE(sqlite3_exec(other.get(), "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
-    f.ask("a.example");
-    f.resolver.complete("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
+    f.resolve("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
     f.cache->flush();  // the attempt failed: busy
     {
         auto during = CacheStore::open_readonly(path);  // WAL: readers are not blocked

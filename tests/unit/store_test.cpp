@@ -260,6 +260,17 @@ CacheRow sts_row(const std::string& domain, std::size_t body_size = 200) {
     return r;
 }
 
+// A closed cache file at `path` holding 2000 MTA-STS rows (d0.example ...): big enough that
+// damage to some of its pages can be placed away from the header. Closing the last connection
+// checkpoints the WAL into the file.
+void write_big_file(const std::string& path) {
+    auto store = open_store(path, "w");
+    std::vector<CacheRow> rows;
+    for (int i = 0; i < 2000; ++i)
+        rows.push_back(sts_row("d" + std::to_string(i) + ".example", 1000));
+    write_ok(*store, rows);
+}
+
 bool contains(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
 }
@@ -691,13 +702,7 @@ TEST_CASE("store: a file of garbage is moved aside and a fresh cache is created"
 TEST_CASE("store: a truncated database is detected at open, never crashes") {
     TempDir dir;
     const std::string path = dir.file("cache.sqlite");
-    {
-        auto store = open_store(path, "w");
-        std::vector<CacheRow> rows;
-        for (int i = 0; i < 2000; ++i)
-            rows.push_back(sts_row("d" + std::to_string(i) + ".example", 1000));
-        write_ok(*store, rows);
-    }  // the last connection closing checkpoints the WAL into the file
+    write_big_file(path);
     REQUIRE(::truncate(path.c_str(), std::filesystem::file_size(path) / 2) == 0);
     std::filesystem::remove(path + "-wal");
     std::filesystem::remove(path + "-shm");
@@ -726,13 +731,7 @@ TEST_CASE("store: a truncated database is detected at open, never crashes") {
 TEST_CASE("store: damage past the pages a cheap probe reads is caught at open") {
     TempDir dir;
     const std::string path = dir.file("cache.sqlite");
-    {
-        auto store = open_store(path, "w");
-        std::vector<CacheRow> rows;
-        for (int i = 0; i < 2000; ++i)
-            rows.push_back(sts_row("d" + std::to_string(i) + ".example", 1000));
-        write_ok(*store, rows);
-    }
+    write_big_file(path);
     std::filesystem::remove(path + "-wal");
     std::filesystem::remove(path + "-shm");
     // Overwrite a page in the middle of the file (the header and the size stay intact).

@@ -80,6 +80,16 @@ void play(const char* story, const std::vector<Step>& steps) {
     }
 }
 
+// `rest` after the story's common start: TXT id=a at 0, its enforce policy fetched at 0.
+std::vector<Step> with_policy_a(std::vector<Step> rest) {
+    std::vector<Step> steps = {
+        {0, Step::Txt, txt({"v=STSv1; id=a"}), false, "", "", true, "", "", "", StsStep::UseKnown},
+        {0, Step::Fetch, {}, true, kEnforce, "", false, "found", "", "a", StsStep::UseKnown},
+    };
+    steps.insert(steps.end(), rest.begin(), rest.end());
+    return steps;
+}
+
 }  // namespace
 
 TEST_CASE("sts_state: first fetch, TXT TTL, renewal on an unchanged id") {
@@ -103,10 +113,7 @@ TEST_CASE(
     "sts_state: a changed id is fetched; a failed fetch keeps the old policy and waits 5 minutes") {
     play(
         "id change",
-        {
-            {0, Step::Txt, txt({"v=STSv1; id=a"}), false, "", "", true, "", "", "",
-             StsStep::UseKnown},
-            {0, Step::Fetch, {}, true, kEnforce, "", false, "found", "", "a", StsStep::UseKnown},
+        with_policy_a({
             {100, Step::Txt, txt({"v=STSv1; id=b"}), false, "", "", true, "", "", "",
              StsStep::UseKnown},
             {100,
@@ -136,68 +143,60 @@ TEST_CASE(
              "a",
              StsStep::Fetch},
             {400, Step::Fetch, {}, true, kEnforce2, "", false, "found", "", "b", StsStep::UseKnown},
-        });
+        }));
 }
 
 TEST_CASE(
     "sts_state: a vanished or broken TXT record and DNS failures never erase a policy before "
     "max_age") {
-    play("txt gone",
-         {
-             {0, Step::Txt, txt({"v=STSv1; id=a"}), false, "", "", true, "", "", "",
-              StsStep::UseKnown},
-             {0, Step::Fetch, {}, true, kEnforce, "", false, "found", "", "a", StsStep::UseKnown},
-             {100, Step::Txt, txt_denied(DnsResult::NxDomain), false, "", "", false, "not_found",
-              "no_sts_record", "a", StsStep::UseKnown},
-             {200, Step::Txt, txt({"v=STSv1; id=a", "v=STSv1; id=b"}), false, "", "", false,
-              "not_found", "multi_sts_records", "a", StsStep::UseKnown},
-             // Failures are not remembered: the next lookup asks again.
-             {300, Step::Txt, txt_denied(DnsResult::ServFail), false, "", "", false, "not_found",
-              "dns_servfail", "a", StsStep::CheckTxt},
-             {400, Step::Txt, txt_denied(DnsResult::Timeout), false, "", "", false, "not_found",
-              "dns_timeout", "a", StsStep::CheckTxt},
-             // Past max_age (fetched at 0, 1000 s) the policy is gone.
-             {1000, Step::Txt, txt_denied(DnsResult::NxDomain), false, "", "", false, "not_found",
-              "no_sts_record", "", StsStep::UseKnown},
-         });
+    play("txt gone", with_policy_a({
+                         {100, Step::Txt, txt_denied(DnsResult::NxDomain), false, "", "", false,
+                          "not_found", "no_sts_record", "a", StsStep::UseKnown},
+                         {200, Step::Txt, txt({"v=STSv1; id=a", "v=STSv1; id=b"}), false, "", "",
+                          false, "not_found", "multi_sts_records", "a", StsStep::UseKnown},
+                         // Failures are not remembered: the next lookup asks again.
+                         {300, Step::Txt, txt_denied(DnsResult::ServFail), false, "", "", false,
+                          "not_found", "dns_servfail", "a", StsStep::CheckTxt},
+                         {400, Step::Txt, txt_denied(DnsResult::Timeout), false, "", "", false,
+                          "not_found", "dns_timeout", "a", StsStep::CheckTxt},
+                         // Past max_age (fetched at 0, 1000 s) the policy is gone.
+                         {1000, Step::Txt, txt_denied(DnsResult::NxDomain), false, "", "", false,
+                          "not_found", "no_sts_record", "", StsStep::UseKnown},
+                     }));
 }
 
 TEST_CASE("sts_state: mode none removes the policy at once; an invalid policy is a failed fetch") {
-    play("mode none",
-         {
-             {0, Step::Txt, txt({"v=STSv1; id=a"}), false, "", "", true, "", "", "",
-              StsStep::UseKnown},
-             {0, Step::Fetch, {}, true, kEnforce, "", false, "found", "", "a", StsStep::UseKnown},
-             {100, Step::Txt, txt({"v=STSv1; id=n"}), false, "", "", true, "", "", "",
-              StsStep::UseKnown},
-             {100,
-              Step::Fetch,
-              {},
-              true,
-              "version: STSv1\nmode: none\nmax_age: 1000\n",
-              "",
-              false,
-              "found",
-              "",
-              "",
-              StsStep::UseKnown},
-             // The same id again: still none, not fetched again.
-             {170, Step::Txt, txt({"v=STSv1; id=n"}), false, "", "", false, "renewed", "", "",
-              StsStep::UseKnown},
-             {200, Step::Txt, txt({"v=STSv1; id=bad"}), false, "", "", true, "", "", "",
-              StsStep::UseKnown},
-             {200,
-              Step::Fetch,
-              {},
-              true,
-              "version: STSv2\nmode: enforce\nmx: a.b\nmax_age: 1\n",
-              "",
-              false,
-              "errored",
-              "invalid_sts_version",
-              "",
-              StsStep::UseKnown},
-         });
+    play("mode none", with_policy_a({
+                          {100, Step::Txt, txt({"v=STSv1; id=n"}), false, "", "", true, "", "", "",
+                           StsStep::UseKnown},
+                          {100,
+                           Step::Fetch,
+                           {},
+                           true,
+                           "version: STSv1\nmode: none\nmax_age: 1000\n",
+                           "",
+                           false,
+                           "found",
+                           "",
+                           "",
+                           StsStep::UseKnown},
+                          // The same id again: still none, not fetched again.
+                          {170, Step::Txt, txt({"v=STSv1; id=n"}), false, "", "", false, "renewed",
+                           "", "", StsStep::UseKnown},
+                          {200, Step::Txt, txt({"v=STSv1; id=bad"}), false, "", "", true, "", "",
+                           "", StsStep::UseKnown},
+                          {200,
+                           Step::Fetch,
+                           {},
+                           true,
+                           "version: STSv2\nmode: enforce\nmx: a.b\nmax_age: 1\n",
+                           "",
+                           false,
+                           "errored",
+                           "invalid_sts_version",
+                           "",
+                           StsStep::UseKnown},
+                      }));
 }
 
 TEST_CASE(
