@@ -57,6 +57,18 @@ class CacheWriter {
         ++queued_;
         cv_.notify_all();
     }
+    // Deletes `domain`'s row ("" = all rows) and records the purge, before any row queued
+    // after this call; rows of it queued before are dropped.
+    void purge(const std::string& domain) {
+        std::lock_guard<std::mutex> g(m_);
+        if (domain.empty())
+            rows_.clear();
+        else
+            rows_.erase(domain);
+        purges_.push_back(domain);
+        ++queued_;
+        cv_.notify_all();
+    }
     // Removes rows dead before `before` at the next chance (the loop asks once an hour).
     void housekeep(int64_t before) {
         std::lock_guard<std::mutex> g(m_);
@@ -89,7 +101,7 @@ class CacheWriter {
         for (;;) {
             cv_.wait(l, [&] {
                 return stop_ || recover_ || housekeep_before_ > 0 || !rows_.empty() ||
-                       !hits_.empty();
+                       !hits_.empty() || !purges_.empty();
             });
             if (backoff > 0 && !stop_ && !urgent_)
                 cv_.wait_for(l, std::chrono::seconds(backoff),
@@ -103,6 +115,8 @@ class CacheWriter {
             const int64_t housekeep_before = housekeep_before_;
             housekeep_before_ = 0;
             const uint64_t upto = queued_;
+            std::vector<std::string> purges = std::move(purges_);
+            purges_.clear();
             std::vector<CacheRow> rows;
             rows.reserve(rows_.size());
             for (auto& [d, r] : rows_)
@@ -121,6 +135,14 @@ class CacheWriter {
                 discard("a read failed");
             }
             if (recover || !store) ok = reopen(store, recover);
+            while (ok && store && !purges.empty()) {
+                if (auto s = store->purge(purges.front()); !s) {
+                    ok = false;
+                    log_failure(s.error().message, store->failure());
+                    break;
+                }
+                purges.erase(purges.begin());
+            }
             if (ok && store && (!rows.empty() || !hits.empty())) {
                 if (auto s = store->write(rows, hits); !s) {
                     ok = false;
@@ -150,6 +172,8 @@ class CacheWriter {
 
             l.lock();
             if (!ok) {
+                // Purges not done go first again; rows queued since then stay after them.
+                purges_.insert(purges_.begin(), purges.begin(), purges.end());
                 // Keep the failed batch unless something newer for the domain arrived.
                 for (auto& r : rows)
                     if (!rows_.count(r.domain) && rows_.size() < max_rows_)
@@ -211,11 +235,35 @@ class CacheWriter {
     std::condition_variable cv_;
     std::unordered_map<std::string, CacheRow> rows_;
     std::unordered_map<std::string, HitDelta> hits_;
+    std::vector<std::string> purges_;
     bool stop_ = false, recover_ = false, urgent_ = false;
     uint64_t queued_ = 0, attempted_ = 0, dropped_ = 0;
     std::atomic<bool> recovered_{false};
     StoreFailure last_logged_ = StoreFailure::None;  // writer thread only
     int64_t housekeep_before_ = 0;
+};
+
+// The cache's counters in the metrics registry (docs/operations.md).
+struct CacheMetrics {
+    static CacheMetrics& get() {
+        static CacheMetrics m;
+        return m;
+    }
+    metrics::Counter& lookups(const char* result) {
+        return metrics::global().counter("tlspolicyd_cache_lookups_total",
+                                         "Lookups by cache result: hit (fresh), stale, miss",
+                                         {{"result", result}});
+    }
+    metrics::Counter& refreshes(const char* outcome) {
+        return metrics::global().counter("tlspolicyd_refreshes_total",
+                                         "Background refreshes of cached answers, by outcome",
+                                         {{"outcome", outcome}});
+    }
+    metrics::Counter& hit = lookups("hit");
+    metrics::Counter& stale = lookups("stale");
+    metrics::Counter& miss = lookups("miss");
+    metrics::Counter& refresh_ok = refreshes("ok");
+    metrics::Counter& refresh_failed = refreshes("failed");
 };
 
 struct PolicyCache::Entry {
@@ -243,6 +291,7 @@ struct PolicyCache::Waiter {
 struct PolicyCache::Flight {
     std::list<std::unique_ptr<Waiter>> waiters;
     bool refresh = false;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
 namespace {
@@ -264,6 +313,12 @@ PolicyCache::PolicyCache(event_base* base, DomainResolver& engine, const Config&
       writer_id_("pid " + std::to_string(getpid()) + " @" + std::to_string(system_now())),
       use_file_(use_file),
       rng_(std::random_device{}()) {
+    entries_metric_ = metrics::global().gauge_callback(
+        "tlspolicyd_cache_entries", "Answers held in the in-memory cache",
+        [this] { return static_cast<double>(entries_.size()); });
+    flights_metric_ = metrics::global().gauge_callback(
+        "tlspolicyd_resolutions_in_flight", "Domains being resolved now (misses and refreshes)",
+        [this] { return static_cast<double>(flights_.size()); });
     if (use_file_) {
         open_file();
         if (store_) load_file();
@@ -368,6 +423,29 @@ void PolicyCache::erase_entry(const std::string& domain) {
     entries_.erase(it);
 }
 
+std::size_t PolicyCache::forget(const std::string& domain) {
+    std::vector<std::string> gone;
+    if (domain.empty()) {
+        for (const auto& [d, e] : entries_)
+            gone.push_back(d);
+    } else {
+        gone.push_back(domain);
+    }
+    std::size_t n = 0;
+    for (const auto& d : gone) {
+        n += entries_.count(d);
+        erase_entry(d);
+        engine_.forget(d);
+    }
+    return n;
+}
+
+std::size_t PolicyCache::purge(const std::string& domain) {
+    const std::size_t n = forget(domain);
+    if (writer_) writer_->purge(domain);
+    return n;
+}
+
 PolicyCache::Entry& PolicyCache::store_entry(const std::string& domain, CachedAnswer c) {
     auto it = entries_.find(domain);
     if (it == entries_.end()) {
@@ -402,6 +480,7 @@ Answer PolicyCache::answer_from(const std::string& domain, const Entry& e,
 
 void PolicyCache::hit(Entry& e, int64_t now) {
     ++stats_.hits;
+    CacheMetrics::get().hit.inc();
     e.last_used = now;
     if (e.unflushed_hits++ == 0) dirty_hits_.push_back(*e.domain);
     auto& list = e.in_found_list ? lru_found_ : lru_not_found_;
@@ -440,6 +519,7 @@ bool PolicyCache::stale_answer(const std::string& domain, const PolicySettings& 
     a.reason = "stale answer (" + why + ")";
     a.ttl = 0;
     ++stats_.stale;
+    CacheMetrics::get().stale.inc();
     out = std::move(a);
     return true;
 }
@@ -463,6 +543,7 @@ void PolicyCache::lookup(const std::string& domain, const PolicySettings& settin
         }
     }
     ++stats_.misses;
+    CacheMetrics::get().miss.inc();
     auto w = std::make_unique<Waiter>();
     w->cache = this;
     w->domain = domain;
@@ -524,13 +605,17 @@ void PolicyCache::finished(const std::string& domain, std::shared_ptr<const Reso
 
     const int64_t now = clock_();
     const Answer def = r->answer(defaults_);
-    DomainEngine::log_computed(domain, def);
+    DomainEngine::log_computed(domain, def,
+                               std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - f->started)
+                                   .count());
     bool stored = false;
     if (cacheable(*r, def)) {
         CachedAnswer c = cached_answer(*r, def, now, settings_.stale_ttl);
         if (writer_) writer_->put(cache_row(domain, *r, def, c));
         store_entry(domain, std::move(c));
         stored = true;
+        if (f->refresh) CacheMetrics::get().refresh_ok.inc();
     } else if (auto it = entries_.find(domain); it != entries_.end()) {
         // Not cacheable: a failure, or an answer without a lifetime (TTL 0, an unfinished
         // TLSA lookup). Either way the entry could not be renewed: back off, keep it.
@@ -539,6 +624,7 @@ void PolicyCache::finished(const std::string& domain, std::shared_ptr<const Reso
         e.retry_at = now + refresh_backoff(e.failures);
         if (f->refresh) {
             ++stats_.refresh_failures;
+            CacheMetrics::get().refresh_failed.inc();
             log::warning(domain + ": refresh failed (" + log::sanitize(def.reason) +
                          "); keeping the cached answer, next try in " +
                          std::to_string(e.retry_at - now) + " s");
@@ -597,18 +683,7 @@ void PolicyCache::sync_file() {
     // Purges first: a row written after a purge (a higher seq) comes back below.
     for (const auto& p : ch->purged) {
         ++stats_.synced_purges;
-        if (p.empty()) {
-            std::vector<std::string> all;
-            for (const auto& [d, e] : entries_)
-                all.push_back(d);
-            for (const auto& d : all) {
-                erase_entry(d);
-                engine_.forget(d);
-            }
-        } else {
-            erase_entry(p);
-            engine_.forget(p);
-        }
+        forget(p);
     }
     for (const auto& row : ch->rows) {
         if (auto p = sts_policy_from_row(row)) engine_.remember_sts(row.domain, std::move(*p));

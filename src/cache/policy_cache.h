@@ -32,6 +32,7 @@
 #include "cache/store.h"
 #include "core/config.h"
 #include "core/resolver.h"
+#include "server/metrics.h"
 #include "sts/domain_engine.h"
 #include "util/event.h"
 
@@ -76,6 +77,11 @@ class PolicyCache : public PolicyEngine {
     // starts due refreshes, applies the file's changes, writes hit counts, reopens the file.
     void tick();
 
+    // Forgets `domain` ("" = every domain) now, in memory and in the MTA-STS engine, and in the
+    // file (recorded for the other processes) with the writer's next batch. Returns how many
+    // entries were dropped.
+    std::size_t purge(const std::string& domain);
+
     std::size_t size() const { return entries_.size(); }
     std::size_t refreshing() const { return refreshes_running_; }
     const Stats& stats() const { return stats_; }
@@ -105,6 +111,7 @@ class PolicyCache : public PolicyEngine {
     void waiter_deadline(Waiter* w);
     Entry& store_entry(const std::string& domain, CachedAnswer c);
     void erase_entry(const std::string& domain);
+    std::size_t forget(const std::string& domain);  // memory and engine; "" = all
     void link(Entry& e);
     void unlink(Entry& e);
     void evict_one();
@@ -141,6 +148,8 @@ class PolicyCache : public PolicyEngine {
     Stats stats_;
     EventPtr tick_event_;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+    // tlspolicyd_cache_entries and tlspolicyd_resolutions_in_flight, sampled at scrape time.
+    metrics::CallbackHandle entries_metric_, flights_metric_;
 };
 
 }  // namespace tlspolicy

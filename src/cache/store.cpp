@@ -567,6 +567,24 @@ Result<std::vector<CacheRow>> CacheStore::load(std::size_t limit) {
     return rows;
 }
 
+Result<std::vector<std::string>> CacheStore::most_used(std::size_t limit) {
+    const Db db(db_.get(), path_);
+    StmtPtr s;
+    std::vector<std::string> domains;
+    auto e = db.prepare(std::string("SELECT ") + kRowColumns +
+                            " FROM entries WHERE hits > 0"
+                            " ORDER BY hits DESC, last_used DESC, domain LIMIT ?",
+                        s, "cannot read");
+    if (!e) {
+        sqlite3_bind_int64(s.get(), 1, clamp_limit(limit));
+        e = read_rows(s.get(), db, "cannot read",
+                      [&](CacheRow&& r) { domains.push_back(std::move(r.domain)); });
+    }
+    if (e) return failed(failure_, std::move(*e));
+    failure_ = StoreFailure::None;
+    return domains;
+}
+
 Result<std::optional<CacheRow>> CacheStore::get(const std::string& domain) {
     const Db db(db_.get(), path_);
     StmtPtr s;

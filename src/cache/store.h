@@ -113,6 +113,9 @@ class CacheStore {
     Status load_each(std::size_t limit, const std::function<void(CacheRow&&)>& each);
     // One row, or nullopt.
     Result<std::optional<CacheRow>> get(const std::string& domain);
+    // The domains of up to `limit` rows that answered lookups, most hits first (then most
+    // recently used): what `tlspolicy prefetch --top N` refreshes.
+    Result<std::vector<std::string>> most_used(std::size_t limit);
 
     // In one transaction: upserts `rows` (replacing every column but hits and last_used, which
     // are kept: hits add up across writers) and adds `hits` to existing rows (deltas for

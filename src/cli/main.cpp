@@ -1,5 +1,7 @@
 // tlspolicy: the command-line tool (check-config, query, prefetch, cache).
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,12 +24,16 @@
 
 #include "cache/freshness.h"
 #include "cache/store.h"
+#include "cli/prefetch_input.h"
+#include "cli/progress.h"
 #include "core/config.h"
 #include "core/resolver.h"
+#include "server/control.h"
 #include "server/wire.h"
 #include "sts/domain_engine.h"
 #include "util/domain.h"
 #include "util/event.h"
+#include "util/fd.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/options.h"
@@ -60,12 +66,17 @@ void usage(FILE* to) {
         "                               --json: one object per key with the facts behind it;\n"
         "                               a fresh answer in the cache file is shown as it is\n"
         "                               unless --fresh (the cache file is never written)\n"
-        "  prefetch [--parallel N] [FILE|-]\n"
-        "                               look up the domains of FILE (or stdin: one per line,\n"
-        "                               addresses reduced to their domain, # comments) and\n"
-        "                               store the answers in the cache file, where the\n"
-        "                               running daemon picks them up; exit 0, 75 when some\n"
-        "                               lookups failed, 73 when the cache cannot be written\n"
+        "  prefetch [--parallel N] [--top N] [--from-maillog FILE] [--progress|--no-progress]\n"
+        "           [FILE|-]            look up domains and store the answers in the cache file,\n"
+        "                               where the running daemon picks them up: the domains of\n"
+        "                               FILE (or stdin: one per line, addresses reduced to their\n"
+        "                               domain, # comments), the N most-used domains of the\n"
+        "                               cache (--top), the recipient domains of a Postfix mail\n"
+        "                               log, most frequent first (--from-maillog); stdin when\n"
+        "                               none is given. Progress on stderr: a bar on a terminal,\n"
+        "                               a line every 10 s otherwise. Exit 0, 75 when some\n"
+        "                               lookups failed or another prefetch is running, 73 when\n"
+        "                               the cache cannot be written, 66 input unreadable\n"
         "  cache list                   one line per cached domain: policy, source, expiry\n"
         "  cache show DOMAIN            the cached row of DOMAIN as JSON (exit 1: none)\n"
         "  cache purge [DOMAIN]         forget DOMAIN (all domains without one); the running\n"
@@ -189,6 +200,7 @@ int query(const std::string& path, int argc, char** argv) {
     auto cfg = load_or_complain(path);
     if (!cfg) return kExitConfig;
     log::set_level(cfg->log.level);
+    log::set_output(cfg->log.format, cfg->log.syslog);
     EventBasePtr base(event_base_new());
     if (!base) {
         std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
@@ -263,20 +275,6 @@ int query(const std::string& path, int argc, char** argv) {
 
 // ---- prefetch ----------------------------------------------------------------------------
 
-// The domain of one input line: comments and blanks dropped, an address reduced to its domain
-// ("" when the line holds nothing).
-std::string domain_of_line(std::string line) {
-    if (auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
-    const auto b = line.find_first_not_of(" \t\r\n");
-    if (b == std::string::npos) return {};
-    const auto e = line.find_last_not_of(" \t\r\n");
-    line = line.substr(b, e - b + 1);
-    if (line.size() >= 2 && line.front() == '<' && line.back() == '>')
-        line = line.substr(1, line.size() - 2);
-    if (auto at = line.rfind('@'); at != std::string::npos) line.erase(0, at + 1);
-    return line;
-}
-
 // "dane-only", "dane", "encrypt", "verify", "secure" (the policy's first word), "not found".
 std::string answer_kind(const Answer& a) {
     if (a.outcome == Outcome::NotFound) return "not found";
@@ -284,59 +282,154 @@ std::string answer_kind(const Answer& a) {
     return a.policy.substr(0, a.policy.find(' '));
 }
 
-int prefetch(const std::string& path, int argc, char** argv) {
-    std::string file = "-";
-    long parallel = 16;
-    bool have_file = false;
+// Holds an exclusive lock on PATH.prefetch.lock for the life of the prefetch, so that
+// overlapping runs (a slow cron job and the next one) never do the same work twice.
+class PrefetchLock {
+  public:
+    // nullopt with `holder` set (the other prefetch's pid, or "") when the lock is taken;
+    // an Error when the lock file cannot be created.
+    static Result<std::optional<PrefetchLock>> take(const std::string& cache_path,
+                                                    std::string& holder) {
+        const std::string path = cache_path + ".prefetch.lock";
+        UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640));
+        if (!fd) return make_error("cannot create " + path + ": " + std::strerror(errno));
+        if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+            if (errno != EWOULDBLOCK)
+                return make_error("cannot lock " + path + ": " + std::strerror(errno));
+            char buf[32] = {};
+            const ssize_t n = pread(fd.get(), buf, sizeof buf - 1, 0);
+            holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
+            while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' '))
+                holder.pop_back();
+            return std::optional<PrefetchLock>();
+        }
+        const std::string pid = std::to_string(getpid()) + "\n";
+        if (ftruncate(fd.get(), 0) == 0) [[maybe_unused]]
+            ssize_t n = pwrite(fd.get(), pid.data(), pid.size(), 0);
+        PrefetchLock lock;
+        lock.fd_ = std::move(fd);
+        return std::optional<PrefetchLock>(std::move(lock));
+    }
+
+  private:
+    UniqueFd fd_;  // the lock goes with the descriptor
+};
+
+// Adds the domain named by `text` to the list unless it is there already or cannot be looked
+// up (an override, an IP address, not a domain): those are counted and said on stderr.
+struct DomainList {
+    const Config& cfg;
+    std::vector<std::string> domains;
+    std::unordered_set<std::string> seen;
+    std::size_t skipped = 0;
+
+    void add(const std::string& text, const std::string& where) {
+        const Key key = normalize_key(text);
+        if (key.kind != KeyKind::Domain || cfg.overrides.count(key.name)) {
+            ++skipped;
+            std::fprintf(
+                stderr, "tlspolicy: %s skipped: %s\n", where.c_str(),
+                key.kind != KeyKind::Domain
+                    ? (key.reason.empty() ? std::string(key_kind_name(key.kind)) : key.reason)
+                          .c_str()
+                    : "a static override");
+            return;
+        }
+        if (seen.insert(key.name).second) domains.push_back(key.name);
+    }
+};
+
+bool parse_count(const char* text, long max, long& out) {
+    char* end = nullptr;
+    errno = 0;
+    out = std::strtol(text, &end, 10);
+    return errno == 0 && end != text && *end == '\0' && out >= 1 && out <= max;
+}
+
+int prefetch_command(const std::string& path, int argc, char** argv) {
+    std::vector<std::string> files;
+    std::vector<std::string> maillogs;
+    long parallel = 16, top = 0;
+    int progress = -1;  // -1: when stderr is a terminal
     for (int i = 0; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--parallel") == 0 && i + 1 < argc) {
-            char* end = nullptr;
-            parallel = std::strtol(argv[++i], &end, 10);
-            if (*end != '\0' || parallel < 1 || parallel > 1000) {
+        const std::string arg = argv[i];
+        const bool has_value = i + 1 < argc;
+        if (arg == "--parallel" && has_value) {
+            if (!parse_count(argv[++i], 1000, parallel)) {
                 std::fprintf(stderr, "tlspolicy: --parallel takes a number from 1 to 1000\n");
                 return kExitUsage;
             }
-        } else if ((argv[i][0] != '-' || std::strcmp(argv[i], "-") == 0) && !have_file) {
-            file = argv[i];
-            have_file = true;
+        } else if (arg == "--top" && has_value) {
+            if (!parse_count(argv[++i], 10000000, top)) {
+                std::fprintf(stderr, "tlspolicy: --top takes a number from 1 to 10000000\n");
+                return kExitUsage;
+            }
+        } else if (arg == "--from-maillog" && has_value) {
+            maillogs.push_back(argv[++i]);
+        } else if (arg == "--progress" || arg == "--no-progress") {
+            progress = arg == "--progress";
+        } else if ((arg[0] != '-' || arg == "-") && files.empty()) {
+            files.push_back(arg);
         } else {
             usage(stderr);
             return kExitUsage;
         }
     }
+    if (files.empty() && maillogs.empty() && top == 0) files.push_back("-");
     auto cfg = load_or_complain(path);
     if (!cfg) return kExitConfig;
     log::set_level(cfg->log.level);
+    log::set_output(cfg->log.format, cfg->log.syslog);
 
-    std::ifstream in_file;
-    if (file != "-") {
-        in_file.open(file);
-        if (!in_file) {
-            std::fprintf(stderr, "tlspolicy: cannot read %s: %s\n", log::sanitize(file).c_str(),
-                         std::strerror(errno));
-            return kExitNoInput;
+    std::string holder;
+    auto lock = PrefetchLock::take(cfg->cache.path, holder);
+    if (!lock) {
+        std::fprintf(stderr, "tlspolicy: %s\n", lock.error().message.c_str());
+        return kExitCantCreate;
+    }
+    if (!*lock) {
+        std::fprintf(stderr, "tlspolicy: another prefetch (pid %s) is running; nothing done\n",
+                     holder.empty() ? "unknown" : log::sanitize(holder, 20).c_str());
+        return kExitTemp;
+    }
+
+    DomainList list{*cfg, {}, {}, 0};
+    for (const auto& file : files) {
+        std::ifstream in_file;
+        if (file != "-") {
+            in_file.open(file);
+            if (!in_file) {
+                std::fprintf(stderr, "tlspolicy: cannot read %s: %s\n", log::sanitize(file).c_str(),
+                             std::strerror(errno));
+                return kExitNoInput;
+            }
+        }
+        std::istream& in = file == "-" ? std::cin : in_file;
+        std::size_t line_no = 0;
+        for (std::string line; std::getline(in, line);) {
+            ++line_no;
+            const std::string d = prefetch::domain_of_line(line);
+            if (!d.empty()) list.add(d, "line " + std::to_string(line_no));
         }
     }
-    std::istream& in = file == "-" ? std::cin : in_file;
-    std::vector<std::string> domains;
-    std::unordered_set<std::string> seen;
-    std::size_t skipped = 0, line_no = 0;
-    for (std::string line; std::getline(in, line);) {
-        ++line_no;
-        const std::string d = domain_of_line(line);
-        if (d.empty()) continue;
-        const Key key = normalize_key(d);
-        if (key.kind != KeyKind::Domain || cfg->overrides.count(key.name)) {
-            ++skipped;
-            std::fprintf(
-                stderr, "tlspolicy: line %zu skipped: %s\n", line_no,
-                key.kind != KeyKind::Domain
-                    ? (key.reason.empty() ? std::string(key_kind_name(key.kind)) : key.reason)
-                          .c_str()
-                    : "a static override");
-            continue;
+    for (const auto& file : maillogs) {
+        std::ifstream in(file);
+        prefetch::MaillogStats stats;
+        auto found = in ? prefetch::domains_from_maillog(in, &stats)
+                        : Result<std::vector<prefetch::MaillogDomain>>(
+                              make_error(std::string(std::strerror(errno))));
+        if (!found) {
+            std::fprintf(stderr, "tlspolicy: cannot read %s: %s\n", log::sanitize(file).c_str(),
+                         found.error().message.c_str());
+            return kExitNoInput;
         }
-        if (seen.insert(key.name).second) domains.push_back(key.name);
+        std::fprintf(stderr,
+                     "tlspolicy: %s: %zu recipient domain(s) in %zu delivery line(s) of %zu "
+                     "line(s)\n",
+                     log::sanitize(file).c_str(), found->size(), stats.used, stats.lines);
+        for (const auto& m : *found)
+            list.add(m.domain,
+                     log::sanitize(file) + " domain \"" + log::sanitize(m.domain, 80) + "\"");
     }
 
     auto store =
@@ -345,6 +438,19 @@ int prefetch(const std::string& path, int argc, char** argv) {
         std::fprintf(stderr, "tlspolicy: %s\n", store.error().message.c_str());
         return kExitCantCreate;
     }
+    if (top > 0) {
+        auto used = (*store)->most_used(static_cast<std::size_t>(top));
+        if (!used) {
+            std::fprintf(stderr, "tlspolicy: %s\n", used.error().message.c_str());
+            return kExitNoInput;
+        }
+        std::fprintf(stderr, "tlspolicy: --top %ld: %zu used domain(s) in the cache\n", top,
+                     used->size());
+        for (const auto& d : *used)
+            list.add(d, "cached domain \"" + log::sanitize(d, 80) + "\"");
+    }
+    const std::vector<std::string>& domains = list.domains;
+    const std::size_t skipped = list.skipped;
     EventBasePtr base(event_base_new());
     auto engine = base ? DomainEngine::create(base.get(), *cfg)
                        : Result<std::unique_ptr<DomainEngine>>(make_error("no event loop"));
@@ -362,7 +468,30 @@ int prefetch(const std::string& path, int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     std::map<std::string, std::size_t> kinds;
     std::vector<CacheRow> rows;
-    std::size_t next = 0, running = 0, failed = 0, written = 0;
+    std::size_t next = 0, running = 0, failed = 0, written = 0, done = 0;
+
+    // Progress on stderr: a bar on a terminal, a plain line every 10 s otherwise.
+    const bool terminal = progress == 1 || (progress == -1 && isatty(STDERR_FILENO));
+    std::optional<prefetch::Progress> shown;
+    if (progress != 0 && !domains.empty())
+        shown.emplace(domains.size(), terminal, [](std::string_view text) {
+            std::fwrite(text.data(), 1, text.size(), stderr);
+            std::fflush(stderr);
+        });
+    // A message between redraws of the bar clears the line first.
+    auto say = [&](const std::string& message) {
+        std::fprintf(stderr, "%s%s\n", shown && terminal ? "\r\x1b[K" : "", message.c_str());
+    };
+    // Plain lines are due by time, also while no lookup finishes.
+    std::function<void()> on_tick = [&] {
+        if (shown) shown->update(done, failed);
+    };
+    EventPtr ticker(event_new(
+        base.get(), -1, EV_PERSIST,
+        [](evutil_socket_t, short, void* arg) { (*static_cast<std::function<void()>*>(arg))(); },
+        &on_tick));
+    const timeval second{1, 0};
+    event_add(ticker.get(), &second);
     std::string write_error;
     auto write_rows = [&] {
         if (rows.empty() || !write_error.empty()) return;
@@ -388,6 +517,7 @@ int prefetch(const std::string& path, int argc, char** argv) {
             ++running;
             eng.resolve(d, [&, d](std::shared_ptr<const Resolution> r) {
                 --running;
+                ++done;
                 const Answer a = r->answer(cfg->policy);
                 ++kinds[answer_kind(a)];
                 if (cacheable(*r, a)) {
@@ -396,9 +526,9 @@ int prefetch(const std::string& path, int argc, char** argv) {
                     if (rows.size() >= 500) write_rows();
                 } else if (a.outcome != Outcome::Found && a.outcome != Outcome::NotFound) {
                     ++failed;
-                    std::fprintf(stderr, "tlspolicy: %s: %s\n", d.c_str(),
-                                 log::sanitize(a.reason).c_str());
+                    say("tlspolicy: " + d + ": " + log::sanitize(a.reason));
                 }
+                if (shown) shown->update(done, failed);
                 if (next < domains.size())
                     start_more();
                 else if (running == 0)
@@ -408,6 +538,8 @@ int prefetch(const std::string& path, int argc, char** argv) {
     };
     start_more();
     if (running > 0) event_base_dispatch(base.get());
+    ticker.reset();
+    if (shown) shown->finish();
     write_rows();
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -474,6 +606,27 @@ int cache_command(const std::string& path, int argc, char** argv) {
             return kExitUsage;
         }
         domain = key.name;
+    }
+    // The running daemon first: it forgets at once and writes the file before it replies.
+    if ((sub == "purge" || sub == "export") && cfg->control.endpoint) {
+        bool absent = false;
+        auto reply =
+            control_request(*cfg->control.endpoint,
+                            sub == "purge" ? "purge " + domain : std::string("export"), &absent);
+        if (reply && sub == "purge") {
+            std::printf(
+                "purged %s: %lld cached answer(s) dropped by the running daemon, the cache "
+                "file purged too\n",
+                domain.empty() ? "every domain" : domain.c_str(),
+                std::atoll(reply->substr(3).c_str()));
+            return 0;
+        }
+        if (!reply && !absent) {
+            std::fprintf(stderr, "tlspolicy: %s\n", reply.error().message.c_str());
+            if (sub == "purge") return kExitTemp;
+            std::fprintf(stderr, "tlspolicy: exporting the cache file as it is\n");
+        }
+        // No daemon running: the file is all there is (a daemon started later reads it).
     }
     if (sub == "purge") {
         auto store =
@@ -558,7 +711,7 @@ int main(int argc, char** argv) {
     const int n = static_cast<int>(filtered.size());
     if (command == "check-config") return check_config(config_path, n, filtered.data());
     if (command == "query") return query(config_path, n, filtered.data());
-    if (command == "prefetch") return prefetch(config_path, n, filtered.data());
+    if (command == "prefetch") return prefetch_command(config_path, n, filtered.data());
     if (command == "cache") return cache_command(config_path, n, filtered.data());
     std::fprintf(stderr, "tlspolicy: unknown command \"%s\"\n", log::sanitize(command, 40).c_str());
     usage(stderr);

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include <toml++/toml.h>
 
 #include "core/policy_grammar.h"
+#include "util/address.h"
 #include "util/domain.h"
 
 namespace tlspolicy {
@@ -145,6 +147,69 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               "Most verbose level written to stderr (journald under systemd).",
               [](Config& c, const Value& v) -> Status {
                   log::parse_level(str(v), c.log.level);
+                  return {};
+              }},
+             {"format",
+              Type::Enum,
+              std::string("text"),
+              0,
+              0,
+              {"text", "json"},
+              "\"text\": one readable line per event; \"json\": one JSON object per line "
+              "(time, level, msg, and domain, answer, source, duration_ms, reason for answers).",
+              [](Config& c, const Value& v) -> Status {
+                  c.log.format = str(v) == "json" ? log::Format::Json : log::Format::Text;
+                  return {};
+              }},
+             {"syslog",
+              Type::Bool,
+              false,
+              0,
+              0,
+              {},
+              "Also send every line to syslog (facility mail, ident tlspolicyd).",
+              &set_field<&Config::log, &Config::Log::syslog>},
+         }},
+        {"metrics",
+         {
+             {"address",
+              Type::String,
+              std::string(),
+              0,
+              0,
+              {},
+              "Prometheus metrics over HTTP (GET /metrics) on IPv4:PORT, [IPv6]:PORT or "
+              "unix:/path. Empty: no metrics listener.",
+              [](Config& c, const Value& v) -> Status {
+                  c.metrics.endpoint.reset();
+                  if (str(v).empty()) return {};
+                  auto ep = parse_endpoint(str(v));
+                  if (!ep) return ep.error();
+                  c.metrics.endpoint = *ep;
+                  return {};
+              }},
+         }},
+        {"control",
+         {
+             {"address",
+              Type::String,
+              std::string(),
+              0,
+              0,
+              {},
+              "Control socket for `tlspolicy cache purge|export` against the running daemon: "
+              "unix:/path or a loopback IPv4:PORT / [::1]:PORT. Empty: control.sock in the "
+              "directory of cache.path; \"off\": none.",
+              [](Config& c, const Value& v) -> Status {
+                  c.control.address = str(v);
+                  if (str(v).empty() || str(v) == "off") return {};
+                  auto ep = parse_endpoint(str(v));
+                  if (!ep) return ep.error();
+                  if (ep->kind == Endpoint::Kind::Inet &&
+                      special_address_kind(ep->host) != "loopback")
+                      return make_error(
+                          "the control socket must be unix:/path or a loopback "
+                          "address (127.0.0.0/8, [::1]): it accepts commands");
                   return {};
               }},
          }},
@@ -596,6 +661,23 @@ Status parse_profile_name(std::string_view name) {
     return {};
 }
 
+// The control endpoint: as written, or control.sock beside the cache file.
+Status resolve_control(Config& cfg) {
+    cfg.control.endpoint.reset();
+    if (cfg.control.address == "off") return {};
+    std::string text = cfg.control.address;
+    if (text.empty()) {
+        std::error_code ec;
+        const auto cache = std::filesystem::absolute(cfg.cache.path, ec);
+        if (ec) return make_error("cannot place the control socket beside " + cfg.cache.path);
+        text = "unix:" + (cache.parent_path() / "control.sock").string();
+    }
+    auto ep = parse_endpoint(text);
+    if (!ep) return make_error("control.address: " + ep.error().message);
+    cfg.control.endpoint = *ep;
+    return {};
+}
+
 Result<Config> build(const toml::table& root, const Reader& r) {
     Config cfg = default_config();
     const toml::node* overrides = nullptr;
@@ -677,6 +759,8 @@ Result<Config> build(const toml::table& root, const Reader& r) {
     if (cfg.cache.min_ttl > cfg.cache.max_ttl)
         return make_error(
             r.at(root.source(), "cache.min_ttl is larger than cache.max_ttl").message);
+    if (auto s = resolve_control(cfg); !s)
+        return make_error(r.at(root.source(), s.error().message).message);
 
     if (overrides) {
         const auto* t = overrides->as_table();
@@ -745,6 +829,7 @@ Config default_config() {
     for (const auto& [section, specs] : section_table())
         apply_defaults(specs, cfg);
     apply_defaults(policy_table(), cfg.policy);
+    (void)resolve_control(cfg);
     return cfg;
 }
 

@@ -58,7 +58,16 @@ struct Config {
     } server;
     struct Log {
         log::Level level = log::Level::Info;
+        log::Format format = log::Format::Text;
+        bool syslog = false;
     } log;
+    struct Metrics {
+        std::optional<Endpoint> endpoint;  // nullopt = no metrics listener
+    } metrics;
+    struct Control {
+        std::string address;               // as written ("" = beside the cache file, "off")
+        std::optional<Endpoint> endpoint;  // resolved; nullopt = no control socket
+    } control;
     struct Dns {
         std::vector<std::string> resolvers;
         std::string trust_anchor_file;

@@ -4,14 +4,20 @@
 #include <time.h>
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cache/policy_cache.h"
 #include "core/config.h"
 #include "core/resolver.h"
+#include "server/control.h"
+#include "server/listener.h"
+#include "server/metrics_http.h"
 #include "server/server.h"
 #include "sts/domain_engine.h"
+#include "util/domain.h"
 #include "util/event.h"
 #include "util/log.h"
 #include "util/options.h"
@@ -52,7 +58,83 @@ struct Daemon {
     std::unique_ptr<PolicyCache> cache;
     std::unique_ptr<PolicyResolver> resolver;
     std::unique_ptr<Server> server;
+    std::unique_ptr<ControlServer> control;
+    std::unique_ptr<MetricsHttp> metrics_http;
+    std::optional<Endpoint> metrics_endpoint;
+    metrics::CallbackHandle connections_metric;
+
+    // Serves [metrics] address unless the running listener is it; "" closes it.
+    Status open_metrics(const Config& config) {
+        if (config.metrics.endpoint == metrics_endpoint && (metrics_http || !metrics_endpoint))
+            return {};
+        if (!config.metrics.endpoint) {
+            metrics_http.reset();
+            metrics_endpoint.reset();
+            return {};
+        }
+        // A changed address: the old listener goes first (it may be the same port).
+        metrics_http.reset();
+        auto m = MetricsHttp::start(base.get(), *config.metrics.endpoint, metrics::global());
+        if (!m) return m.error();
+        metrics_http = std::move(*m);
+        metrics_endpoint = config.metrics.endpoint;
+        log::info("metrics on http://" + metrics_http->bound_address() + "/metrics");
+        return {};
+    }
     bool stopping = false;
+
+    // The control socket's commands (server/control.h).
+    std::string control_command(std::string_view cmd) {
+        if (cmd == "purge" || cmd.rfind("purge ", 0) == 0) {
+            std::string domain;
+            if (cmd.size() > 6) {
+                const Key key = normalize_key(cmd.substr(6));
+                if (key.kind != KeyKind::Domain) return "error not a domain name\n";
+                domain = key.name;
+            }
+            const std::size_t n = cache->purge(domain);
+            cache->flush();  // the file too, before the reply
+            log::info("control: purged " + (domain.empty() ? std::string("every domain") : domain) +
+                      " (" + std::to_string(n) + " cached answer(s))");
+            return "ok " + std::to_string(n) + "\n";
+        }
+        if (cmd == "export") {
+            cache->flush();  // what is in memory is in the file: the caller reads the file
+            return "ok\n";
+        }
+        if (cmd == "stats") {
+            const auto& st = cache->stats();
+            return "{\"entries\":" + std::to_string(cache->size()) +
+                   ",\"hits\":" + std::to_string(st.hits) +
+                   ",\"misses\":" + std::to_string(st.misses) +
+                   ",\"stale\":" + std::to_string(st.stale) +
+                   ",\"refreshing\":" + std::to_string(cache->refreshing()) +
+                   ",\"connections\":" + std::to_string(server->session_count()) + "}\n";
+        }
+        return "error unknown command: use purge [DOMAIN], export or stats\n";
+    }
+
+    // Opens the control socket of `config` unless the one running is it. A failure is fatal
+    // for an address the config names; for the default one beside the cache file, a warning.
+    Status open_control(const Config& config) {
+        const auto& want = config.control.endpoint;
+        if (control && want && control->endpoint() == *want) return {};
+        if (!want) {
+            control.reset();
+            return {};
+        }
+        auto c = ControlServer::start(
+            base.get(), *want, [this](std::string_view cmd) { return control_command(cmd); });
+        if (!c) {
+            if (!config.control.address.empty()) return c.error();
+            log::warning(c.error().message + "; `tlspolicy cache purge` will work on the file");
+            control.reset();
+            return {};
+        }
+        control = std::move(*c);
+        log::info("control socket " + control->address());
+        return {};
+    }
 
     void reload() {
         if (stopping) return;  // the listeners are gone; a reload must not bring them back
@@ -71,9 +153,12 @@ struct Daemon {
             outcome = "reload failed, keeping the running configuration: " + s.error().message;
             log::error(outcome);
         } else {
+            if (auto c = open_control(*next); !c) log::error(c.error().message);
+            if (auto m = open_metrics(*next); !m) log::error(m.error().message);
             engine->apply(std::move(*prepared));
             cache->set_config(*next);
             log::set_level(next->log.level);
+            log::set_output(next->log.format, next->log.syslog);
             resolver->set_config(std::make_shared<const Config>(std::move(*next)));
             outcome = "reloaded " + resolver->config()->source;
             log::info(outcome);
@@ -108,6 +193,7 @@ int main(int argc, char** argv) {
         return kExitConfig;
     }
     log::set_level(config->log.level);
+    log::set_output(config->log.format, config->log.syslog);
     signal(SIGPIPE, SIG_IGN);
 
     Daemon d;
@@ -127,10 +213,43 @@ int main(int argc, char** argv) {
     d.cache = std::make_unique<PolicyCache>(d.base.get(), *d.engine, *config);
     d.resolver = std::make_unique<PolicyResolver>(
         std::make_shared<const Config>(std::move(*config)), d.cache.get());
+    // Socket activation: systemd's sockets stand in for the [[listen]] entries they match.
+    if (const int n = sd_listen_fds(1); n < 0) {
+        log::error(std::string("socket activation: ") + std::strerror(-n));
+        return 1;
+    } else if (auto s = adopt_inherited_sockets(SD_LISTEN_FDS_START, n); !s) {
+        log::error("socket activation: " + s.error().message);
+        return 1;
+    }
     d.server = std::make_unique<Server>(d.base.get(), *d.resolver);
     if (auto s = d.server->apply(*d.resolver->config()); !s) {
         log::error("cannot listen: " + s.error().message);
         return 1;
+    }
+    if (auto c = d.open_control(*d.resolver->config()); !c) {
+        log::error(c.error().message);
+        return 1;
+    }
+    if (auto m = d.open_metrics(*d.resolver->config()); !m) {
+        log::error(m.error().message);
+        return 1;
+    }
+    metrics::global()
+        .gauge("tlspolicyd_build_info", "Version of the running tlspolicyd (value 1)",
+               {{"version", TLSPOLICY_VERSION}})
+        .set(1);
+    metrics::global()
+        .gauge("tlspolicyd_start_time_seconds", "Start time of the process, unix seconds")
+        .set(static_cast<double>(time(nullptr)));
+    d.connections_metric = metrics::global().gauge_callback(
+        "tlspolicyd_connections", "Open client connections (socketmap and tcp_table)",
+        [&d] { return static_cast<double>(d.server->session_count()); });
+    if (const auto unused = unused_inherited_sockets(); !unused.empty()) {
+        log::error("socket activation: " + unused.front() +
+                   " was passed by the service manager but no [[listen]] entry names it; "
+                   "list it in " +
+                   d.resolver->config()->source + " with its protocol");
+        return kExitConfig;
     }
 
     auto on_signal = [](evutil_socket_t sig, short, void* arg) {
@@ -152,6 +271,9 @@ int main(int argc, char** argv) {
     sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
 
     event_base_dispatch(d.base.get());
+    d.control.reset();
+    d.connections_metric.reset();
+    d.metrics_http.reset();
     d.server.reset();
     d.resolver.reset();
     d.cache.reset();  // writes what is pending

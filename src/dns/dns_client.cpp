@@ -12,6 +12,7 @@
 #include <optional>
 #include <unordered_set>
 
+#include "server/metrics.h"
 #include "util/endpoint.h"
 
 namespace tlspolicy {
@@ -500,6 +501,39 @@ void DnsClient::send(Pending* p) {
     p->sent = true;
 }
 
+namespace {
+
+// tlspolicyd_dns_errors_total{kind}: lookups that ended in a failure (after every retry).
+void count_dns_error(const DnsLookup& l) {
+    static const auto series = [](const char* kind) {
+        return &metrics::global().counter(
+            "tlspolicyd_dns_errors_total",
+            "DNS lookups that failed (after every resolver and retry) or were bogus",
+            {{"kind", kind}});
+    };
+    static metrics::Counter* const kinds[] = {series("timeout"), series("servfail"),
+                                              series("refused"), series("bogus"), series("other")};
+    if (l.dnssec == Dnssec::Bogus) return kinds[3]->inc();
+    switch (l.result) {
+        case DnsResult::Data:
+        case DnsResult::NoData:
+        case DnsResult::NxDomain:
+            return;
+        case DnsResult::Timeout:
+            return kinds[0]->inc();
+        case DnsResult::ServFail:
+            return kinds[1]->inc();
+        case DnsResult::Refused:
+            return kinds[2]->inc();
+        case DnsResult::CnameLoop:
+        case DnsResult::CnameTooLong:
+        case DnsResult::Error:
+            return kinds[4]->inc();
+    }
+}
+
+}  // namespace
+
 void DnsClient::handle(Pending* p, DnsLookup lookup) {
     p->sent = false;
     if (p->abandoned) {
@@ -522,6 +556,7 @@ void DnsClient::handle(Pending* p, DnsLookup lookup) {
         }
     }
     if (timed_out && p->tried > 1) lookup.reason += ", " + std::to_string(p->tried) + " attempts";
+    count_dns_error(lookup);
     Callback cb = std::move(p->cb);
     pending_.erase(p->id);
     --active_;

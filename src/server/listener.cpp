@@ -8,6 +8,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -41,7 +44,84 @@ Status clear_stale_unix_socket(const std::string& path) {
     return {};
 }
 
+// A socket passed by the service manager, described by the address it is bound to.
+struct Inherited {
+    UniqueFd fd;
+    Endpoint endpoint;
+    bool used = false;
+};
+std::vector<Inherited>& inherited() {
+    static std::vector<Inherited> sockets;
+    return sockets;
+}
+
+// The address `fd` is bound to, in the config's terms.
+Result<Endpoint> endpoint_of(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+        return make_error(errno_text("getsockname", errno));
+    Endpoint ep;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+        const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+        inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+        ep.host = text;
+        ep.port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+        inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+        ep.host = text;
+        ep.port = ntohs(a->sin6_port);
+    } else if (ss.ss_family == AF_UNIX) {
+        const auto* a = reinterpret_cast<const sockaddr_un*>(&ss);
+        ep.kind = Endpoint::Kind::Unix;
+        ep.path.assign(a->sun_path, strnlen(a->sun_path, sizeof a->sun_path));
+    } else {
+        return make_error("an address family other than IPv4, IPv6 or unix");
+    }
+    return ep;
+}
+
+// The configured endpoint in the form endpoint_of() gives (canonical IPv6 text).
+Endpoint canonical(Endpoint ep) {
+    if (ep.kind != Endpoint::Kind::Inet || ep.host.find(':') == std::string::npos) return ep;
+    in6_addr a{};
+    char text[INET6_ADDRSTRLEN] = {};
+    if (inet_pton(AF_INET6, ep.host.c_str(), &a) == 1 && inet_ntop(AF_INET6, &a, text, sizeof text))
+        ep.host = text;
+    return ep;
+}
+
 }  // namespace
+
+Status adopt_inherited_sockets(int first, int n) {
+    for (int fd = first; fd < first + n; ++fd) {
+        int listening = 0, type = 0;
+        socklen_t len = sizeof listening;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
+            return make_error("inherited file descriptor " + std::to_string(fd) +
+                              " is not a listening socket");
+        len = sizeof type;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+            return make_error("inherited file descriptor " + std::to_string(fd) +
+                              " is not a stream socket");
+        auto ep = endpoint_of(fd);
+        if (!ep)
+            return make_error("inherited file descriptor " + std::to_string(fd) + ": " +
+                              ep.error().message);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        inherited().push_back({UniqueFd(fd), *ep, false});
+    }
+    return {};
+}
+
+std::vector<std::string> unused_inherited_sockets() {
+    std::vector<std::string> out;
+    for (const auto& s : inherited())
+        if (!s.used) out.push_back(s.endpoint.to_string());
+    return out;
+}
 
 Status apply_unix_attributes(const ListenConfig& config) {
     const std::string& path = config.endpoint.path;
@@ -68,6 +148,18 @@ Status apply_unix_attributes(const ListenConfig& config) {
 Result<BoundSocket> bind_listener(const ListenConfig& config) {
     const Endpoint& ep = config.endpoint;
     BoundSocket out;
+    for (auto& s : inherited()) {
+        if (!(s.endpoint == canonical(ep))) continue;
+        // A duplicate, so that closing this listener (a reload that drops it) keeps the
+        // inherited socket for a later reload that brings it back.
+        out.fd.reset(fcntl(s.fd.get(), F_DUPFD_CLOEXEC, 3));
+        if (!out.fd) return make_error(errno_text("dup of the inherited " + ep.to_string(), errno));
+        const int flags = fcntl(out.fd.get(), F_GETFL);
+        fcntl(out.fd.get(), F_SETFL, flags | O_NONBLOCK);
+        s.used = true;
+        out.address = ep.to_string();
+        return out;
+    }
     if (ep.kind == Endpoint::Kind::Unix) {
         if (auto s = clear_stale_unix_socket(ep.path); !s) return s.error();
         out.fd.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "util/fd.h"
@@ -17,13 +18,23 @@ inline constexpr unsigned kDefaultUnixMode = 0666;
 struct BoundSocket {
     UniqueFd fd;
     std::string address;  // as bound, with the real port when the config said 0
-    // For unix sockets: the file we created, so that only it is removed at close.
+    // For unix sockets: the file we created, so that only it is removed at close (never an
+    // inherited socket's file: the service manager owns it).
     std::string unix_path;
     unsigned long unix_inode = 0;
 };
 
-// Creates, binds and listens; the fd is non-blocking and close-on-exec.
+// Creates, binds and listens; the fd is non-blocking and close-on-exec. An inherited socket
+// (see adopt_inherited_sockets) with the same address is used instead of a new one.
 Result<BoundSocket> bind_listener(const ListenConfig& config);
+
+// Socket activation: takes listening sockets passed by a service manager (fds first..first+n-1)
+// for bind_listener to use. Each must be a listening stream socket (TCP or unix); an error
+// names the first that is not.
+Status adopt_inherited_sockets(int first, int n);
+
+// Addresses of inherited sockets that no bind_listener call has used ("" entries: none).
+std::vector<std::string> unused_inherited_sockets();
 
 // Applies mode/owner/group of `config` to an existing unix socket file.
 Status apply_unix_attributes(const ListenConfig& config);

@@ -4,10 +4,13 @@
 #include <netinet/in.h>
 #include <sys/un.h>
 
+#include <array>
+#include <chrono>
 #include <deque>
 
 #include <event2/buffer.h>
 
+#include "server/metrics.h"
 #include "server/wire.h"
 #include "util/hexquote.h"
 #include "util/log.h"
@@ -43,6 +46,67 @@ std::string peer_name(const sockaddr* sa, int len) {
 
 // One client connection. Requests are read ahead up to max_pipelined and answered strictly in
 // the order they arrived, whatever order their lookups complete in.
+// tlspolicyd_lookups_total{protocol,answer} and the latency histogram: series looked up
+// once, so that counting an answer is a few comparisons and an atomic add.
+class LookupMetrics {
+  public:
+    static LookupMetrics& get() {
+        static LookupMetrics m;
+        return m;
+    }
+    void count(Protocol protocol, const Answer& a) {
+        const auto p = static_cast<std::size_t>(protocol == Protocol::TcpTable);
+        std::size_t kind = kOther;
+        switch (a.outcome) {
+            case Outcome::Found: {
+                const std::string_view word =
+                    std::string_view(a.policy).substr(0, std::string_view(a.policy).find(' '));
+                for (std::size_t i = 0; i < kLevels.size(); ++i)
+                    if (word == kLevels[i]) kind = i;
+                break;
+            }
+            case Outcome::NotFound:
+                kind = kNotFound;
+                break;
+            case Outcome::Temp:
+            case Outcome::Timeout:
+                kind = kTemp;
+                break;
+            case Outcome::Perm:
+                kind = kError;
+                break;
+        }
+        counters_[p][kind]->inc();
+    }
+    void observe(std::chrono::steady_clock::time_point since) {
+        latency_.observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count());
+    }
+
+  private:
+    // The Postfix security levels a policy can start with, then the other answers.
+    static constexpr std::array<std::string_view, 8> kLevels = {
+        "dane-only", "dane", "verify", "secure", "encrypt", "may", "none", "fingerprint"};
+    static constexpr std::size_t kNotFound = 8, kTemp = 9, kError = 10, kOther = 11;
+
+    LookupMetrics()
+        : latency_(metrics::global().histogram(
+              "tlspolicyd_lookup_duration_seconds",
+              "Time from a request read to its answer, cached or computed",
+              metrics::kLatencyBuckets)) {
+        const char* names[] = {"dane-only", "dane", "verify", "secure",
+                               "encrypt",   "may",  "none",   "fingerprint",
+                               "notfound",  "temp", "error",  "other"};
+        for (std::size_t p = 0; p < 2; ++p)
+            for (std::size_t k = 0; k < 12; ++k)
+                counters_[p][k] = &metrics::global().counter(
+                    "tlspolicyd_lookups_total", "Requests answered, by protocol and answer",
+                    {{"protocol", p ? "tcp_table" : "socketmap"}, {"answer", names[k]}});
+    }
+    metrics::Histogram& latency_;
+    metrics::Counter* counters_[2][12] = {};
+};
+
 class Session : public std::enable_shared_from_this<Session> {
   public:
     Session(Server& server, Protocol protocol, BuffereventPtr bev, std::string peer)
@@ -153,7 +217,9 @@ class Session : public std::enable_shared_from_this<Session> {
         Slot& slot = pending_.emplace_back();
         if (space == std::string_view::npos || space == 0) {
             slot.ready = true;
-            slot.reply = socketmap_reply(Answer::perm("malformed request: expected NAME KEY"));
+            const Answer bad = Answer::perm("malformed request: expected NAME KEY");
+            LookupMetrics::get().count(protocol_, bad);
+            slot.reply = socketmap_reply(bad);
         } else {
             std::string name(payload.substr(0, space));
             std::string key(payload.substr(space + 1));
@@ -194,16 +260,20 @@ class Session : public std::enable_shared_from_this<Session> {
         Slot& slot = pending_.emplace_back();
         if (!line.starts_with("get ")) {
             slot.ready = true;
-            slot.reply = tcp_table_reply(Answer::perm(line.starts_with("put ")
-                                                          ? "put is not supported"
-                                                          : "unknown request: expected get KEY"));
+            const Answer bad =
+                Answer::perm(line.starts_with("put ") ? "put is not supported"
+                                                      : "unknown request: expected get KEY");
+            LookupMetrics::get().count(protocol_, bad);
+            slot.reply = tcp_table_reply(bad);
             flush();
             return true;
         }
         auto key = hex_unquote(std::string_view(line).substr(4));
         if (!key) {
             slot.ready = true;
-            slot.reply = tcp_table_reply(Answer::perm("malformed hex escape in key"));
+            const Answer bad = Answer::perm("malformed hex escape in key");
+            LookupMetrics::get().count(protocol_, bad);
+            slot.reply = tcp_table_reply(bad);
             flush();
             return true;
         }
@@ -215,7 +285,10 @@ class Session : public std::enable_shared_from_this<Session> {
         std::weak_ptr<Session> weak = shared_from_this();
         const Protocol protocol = protocol_;
         Slot* target = &slot;  // deque references stay valid until the slot is popped
-        server_.resolver_.resolve(key, profile, [weak, target, protocol](Answer answer) {
+        const auto t0 = std::chrono::steady_clock::now();
+        server_.resolver_.resolve(key, profile, [weak, target, protocol, t0](Answer answer) {
+            LookupMetrics::get().count(protocol, answer);
+            LookupMetrics::get().observe(t0);
             auto self = weak.lock();
             if (!self || self->closed_) return;  // the client went away meanwhile
             target->reply =

@@ -1,6 +1,7 @@
 #include "sts/domain_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 
 #include "util/json.h"
@@ -174,11 +175,63 @@ void DomainEngine::apply(Reconfig next) {
     sts_config_ = std::move(next.sts_config);
 }
 
-void DomainEngine::log_computed(const std::string& domain, const Answer& a) {
-    if (log::enabled(log::Level::Debug))
-        log::debug(domain + ": " + std::string(outcome_name(a.outcome)) + " " + a.policy + " (" +
-                   std::string(source_name(a.source)) + "): " + a.reason);
+void DomainEngine::log_computed(const std::string& domain, const Answer& a, int64_t duration_ms,
+                                log::Level level) {
+    if (!log::enabled(level)) return;
+    std::string answer;
+    switch (a.outcome) {
+        case Outcome::Found:
+            answer = a.policy;
+            break;
+        case Outcome::NotFound:
+            answer = "not found";
+            break;
+        case Outcome::Temp:
+        case Outcome::Timeout:
+            answer = "temporary failure";
+            break;
+        case Outcome::Perm:
+            answer = "error";
+            break;
+    }
+    const std::string shown = log::sanitize(domain);
+    const std::string reason = log::sanitize(a.reason, 400);
+    const std::string ms = std::to_string(duration_ms);
+    const std::string_view source = source_name(a.source);
+    log::write(level,
+               shown + ": " + answer + " (" + std::string(source) + ") in " + ms + " ms: " + reason,
+               {{"domain", shown},
+                {"answer", answer},
+                {"source", source},
+                {"duration_ms", ms, true},
+                {"reason", reason}});
 }
+
+namespace {
+// Failures an attacker on the path could cause, where the answer stays as strong as the
+// domain published (or defers) instead of falling back to opportunistic TLS: the operator
+// should know, because mail may be delayed and someone may be interfering.
+void warn_downgrades_prevented(const Resolution& r) {
+    const std::string domain = log::sanitize(r.facts.domain);
+    if (r.dane.verdict == DaneVerdict::Temp && r.facts.mx.dnssec == Dnssec::Bogus)
+        log::warning(domain + ": downgrade prevented: the MX records fail DNSSEC validation (" +
+                     log::sanitize(r.dane.reason) +
+                     "); mail is deferred (TEMP) instead of going out without DANE");
+    const StsOutcome& sts = r.sts.outcome;
+    if (sts.status == "errored" && sts.policy)
+        log::warning(domain + ": downgrade prevented: MTA-STS policy id " +
+                     log::sanitize(sts.policy->id) + " (mode " +
+                     std::string(sts_mode_name(sts.policy->policy.mode)) +
+                     ") stays in force although the new one could not be fetched (" +
+                     log::sanitize(sts.reason) + ")");
+}
+
+int64_t elapsed_ms(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 t0)
+        .count();
+}
+}  // namespace
 
 Answer Resolution::answer(const PolicySettings& settings) const {
     return DomainEngine::combine(facts, dane, sts, settings, now);
@@ -199,6 +252,7 @@ void DomainEngine::resolve(const std::string& domain, ResolutionCallback cb) {
         if (--join->pending) return;
         Resolution& r = *join->r;
         r.now = join->clock();
+        warn_downgrades_prevented(r);
         if (const std::string refused = refused_mx(r.facts, r.sts);
             !refused.empty() && r.sts.fetched)
             log::warning(r.facts.domain + ": MX host(s) " + log::sanitize(refused) +
@@ -219,9 +273,11 @@ void DomainEngine::resolve(const std::string& domain, ResolutionCallback cb) {
 
 void DomainEngine::lookup(const std::string& domain, const PolicySettings& settings,
                           AnswerCallback done) {
-    resolve(domain, [settings, done = std::move(done)](std::shared_ptr<const Resolution> r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    resolve(domain, [settings, t0, done = std::move(done)](std::shared_ptr<const Resolution> r) {
         Answer a = r->answer(settings);
-        log_computed(r->facts.domain, a);
+        // Used by `tlspolicy query`: its output already says this; the daemon logs in the cache.
+        log_computed(r->facts.domain, a, elapsed_ms(t0), log::Level::Debug);
         done(std::move(a));
     });
 }

@@ -88,8 +88,11 @@ class DomainEngine : public PolicyEngine, public DomainResolver {
     static Answer sts_decision(const std::string& domain, const StoredStsPolicy& policy,
                                const std::string& status, const PolicySettings& settings);
 
-    // The debug line for a computed answer: "<domain>: <outcome> <policy> (<source>): <reason>".
-    static void log_computed(const std::string& domain, const Answer& answer);
+    // The line for a computed (not cached) answer, at `level`:
+    // "<domain>: <policy | not found | temporary failure | error> (<source>) in <N> ms: <reason>",
+    // with the same values as fields of a JSON line.
+    static void log_computed(const std::string& domain, const Answer& answer, int64_t duration_ms,
+                             log::Level level = log::Level::Info);
 
     // The MX hosts of `facts` that an MTA-STS policy in force would refuse ("" when none).
     static std::string refused_mx(const DaneFacts& facts, const StsReport& sts);

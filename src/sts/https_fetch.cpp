@@ -15,11 +15,46 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "server/metrics.h"
 #include "util/event.h"
 
 namespace tlspolicy {
 
 namespace {
+
+// tlspolicyd_https_errors_total{kind}: failed MTA-STS policy fetches, by FetchResult::code.
+void count_fetch_error(const std::string& code) {
+    auto& r = metrics::global();
+    static const char* const kHelp = "MTA-STS policy fetches that failed";
+    static metrics::Counter& connect =
+        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "connect"}});
+    static metrics::Counter& tls =
+        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "tls"}});
+    static metrics::Counter& certificate =
+        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "certificate"}});
+    static metrics::Counter& status =
+        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "http_status"}});
+    static metrics::Counter& timeout =
+        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "timeout"}});
+    static metrics::Counter& too_large =
+        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "too_large"}});
+    static metrics::Counter& other =
+        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "other"}});
+    if (code == "connect_failed" || code == "no_address")
+        connect.inc();
+    else if (code == "tls_error")
+        tls.inc();
+    else if (code == "certificate_error")
+        certificate.inc();
+    else if (code.rfind("http_status_", 0) == 0 || code == "invalid_content_type")
+        status.inc();
+    else if (code == "timeout")
+        timeout.inc();
+    else if (code == "body_too_large" || code == "headers_too_large")
+        too_large.inc();
+    else
+        other.inc();
+}
 
 struct EasyFree {
     void operator()(CURL* e) const { curl_easy_cleanup(e); }
@@ -329,6 +364,7 @@ struct HttpsFetcher::Impl {
         while (!self->ready.empty()) {
             Ready r = std::move(self->ready.front());
             self->ready.pop_front();
+            if (!r.result.ok) count_fetch_error(r.result.code);
             if (r.cb) r.cb(std::move(r.result));
             if (alive.expired()) return;
         }

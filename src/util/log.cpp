@@ -1,5 +1,6 @@
 #include "util/log.h"
 
+#include <syslog.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -7,10 +8,14 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "util/json.h"
+
 namespace tlspolicy::log {
 namespace {
 
 std::atomic<Level> g_level{Level::Info};
+std::atomic<Format> g_format{Format::Text};
+std::atomic<bool> g_syslog{false};
 
 std::string_view level_name(Level level) {
     switch (level) {
@@ -53,28 +58,70 @@ bool parse_level(std::string_view name, Level& out) {
     return false;
 }
 
-void write(Level l, std::string_view message) {
+void set_output(Format format, bool to_syslog) {
+    g_format.store(format, std::memory_order_relaxed);
+    if (to_syslog && !g_syslog.load()) openlog("tlspolicyd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+    if (!to_syslog && g_syslog.load()) closelog();
+    g_syslog.store(to_syslog, std::memory_order_relaxed);
+}
+
+std::string json_line(Level l, std::string_view time, std::string_view message,
+                      std::initializer_list<Field> fields) {
+    std::string line = "{\"time\":";
+    json_append_string(line, time);
+    line += ",\"level\":";
+    json_append_string(line, level_name(l));
+    line += ",\"msg\":";
+    json_append_string(line, message);
+    for (const Field& f : fields) {
+        line += ',';
+        json_append_string(line, f.name);
+        line += ':';
+        if (f.number)
+            line += f.value;
+        else
+            json_append_string(line, f.value);
+    }
+    line += '}';
+    return line;
+}
+
+void write(Level l, std::string_view message, std::initializer_list<Field> fields) {
     if (!enabled(l)) return;
+    const bool json = g_format.load(std::memory_order_relaxed) == Format::Json;
     std::string line;
     line.reserve(message.size() + 48);
     if (under_journald()) {
         line += '<';
         line += static_cast<char>('0' + static_cast<int>(l));
         line += '>';
-    } else {
+    }
+    if (json || !under_journald()) {
         timespec ts{};
         clock_gettime(CLOCK_REALTIME, &ts);
         tm utc{};
         gmtime_r(&ts.tv_sec, &utc);
         char stamp[64];
-        std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
+        std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
                       utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
                       utc.tm_sec, ts.tv_nsec / 1000000);
-        line += stamp;
-        line += level_name(l);
-        line += ": ";
+        if (json) {
+            line += json_line(l, stamp, message, fields);
+        } else {
+            line += stamp;
+            line += ' ';
+            line += level_name(l);
+            line += ": ";
+            line += message;
+        }
+    } else {
+        line += message;
     }
-    line += message;
+    if (g_syslog.load(std::memory_order_relaxed)) {
+        const std::string_view body =
+            json ? std::string_view(line).substr(line.find('{')) : message;
+        syslog(static_cast<int>(l), "%.*s", static_cast<int>(body.size()), body.data());
+    }
     line += '\n';
     // One write(2) per line so that lines from concurrent processes do not interleave.
     [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());

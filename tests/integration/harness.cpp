@@ -25,6 +25,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "util/hexquote.h"
+
 namespace harness {
 namespace {
 
@@ -264,7 +266,9 @@ std::string world_dns() {
 
 // ---------------------------------------------------------------------------------------
 
-Daemon::Daemon(const TempDir& dir, const std::string& config) : dir_(dir) {
+Daemon::Daemon(const TempDir& dir, const std::string& config,
+               const std::vector<std::string>& wrapper)
+    : dir_(dir) {
     dir.write("tlspolicyd.toml", config);
     const std::string notify_path = dir.file("notify.sock");
     notify_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -276,12 +280,14 @@ Daemon::Daemon(const TempDir& dir, const std::string& config) : dir_(dir) {
     const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     const int log_fd =
         open(dir.file("daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    pid_ =
-        spawn({env_path("TLSPOLICYD"), "-c", dir.file("tlspolicyd.toml")}, null_fd, log_fd, log_fd,
-              {"NOTIFY_SOCKET=" + notify_path, "STATE_DIRECTORY=" + dir.path(),
-               // Sanitizer builds: any report ends the process with a non-zero code.
-               "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1",
-               "ASAN_OPTIONS=abort_on_error=0:detect_leaks=1"});
+    std::vector<std::string> argv = wrapper;
+    for (const auto& a : {env_path("TLSPOLICYD"), std::string("-c"), dir.file("tlspolicyd.toml")})
+        argv.push_back(a);
+    pid_ = spawn(argv, null_fd, log_fd, log_fd,
+                 {"NOTIFY_SOCKET=" + notify_path, "STATE_DIRECTORY=" + dir.path(),
+                  // Sanitizer builds: any report ends the process with a non-zero code.
+                  "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1",
+                  "ASAN_OPTIONS=abort_on_error=0:detect_leaks=1"});
     close(null_fd);
     close(log_fd);
     pid_fd_ = pid_fd(pid_);
@@ -483,6 +489,31 @@ RunResult postmap(const TempDir& dir, const std::string& key, const std::string&
     // postmap needs a main.cf; an empty one means Postfix's built-in defaults.
     if (!std::filesystem::exists(conf + "/main.cf")) std::ofstream(conf + "/main.cf").flush();
     return run({"/usr/sbin/postmap", "-c", conf, "-q", key, map});
+}
+
+std::string ask(const Daemon& d, const std::string& key) {
+    Client c(d.address("tcp_table"));
+    c.send("get " + key + "\n");
+    const std::string line = c.read_until("\n", 1, 10000);
+    if (line.rfind("200 ", 0) == 0) {
+        auto policy = tlspolicy::hex_unquote(line.substr(4, line.size() - 5));
+        return policy ? "OK " + *policy : "BAD " + line;
+    }
+    if (line.rfind("500 ", 0) == 0) return "NOTFOUND";
+    if (line.rfind("400 ", 0) == 0) return "TEMP";
+    return "BAD " + line;
+}
+
+std::string scenario_answer(const std::string& domain) {
+    for (const auto& s : scenarios())
+        if (s.key == domain && s.config.empty()) return s.answer;
+    throw std::runtime_error("no scenario row for " + domain);
+}
+
+std::string sqlite(const std::string& file, const std::string& sql) {
+    const RunResult r = run({"/usr/bin/sqlite3", file, sql});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    return r.out;
 }
 
 RunResult exim_expand(const TempDir& dir, const std::string& expression) {

@@ -82,7 +82,9 @@ class Daemon {
   public:
     // Writes `config` to dir/tlspolicyd.toml and starts the daemon; waits for READY=1.
     // Throws std::runtime_error (failing the test) if it does not become ready in 10 s.
-    Daemon(const TempDir& dir, const std::string& config);
+    // `wrapper` is put before the daemon's command line (e.g. a socket activator that execs it).
+    Daemon(const TempDir& dir, const std::string& config,
+           const std::vector<std::string>& wrapper = {});
     ~Daemon();
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
@@ -151,6 +153,14 @@ address = "127.0.0.1:0"
 
 // Socketmap request/reply helpers.
 std::string netstring(const std::string& payload);
+
+// The daemon's answer to `key` over its first tcp_table listener: "OK <policy>", "NOTFOUND"
+// or "TEMP" ("BAD <line>" for anything else).
+std::string ask(const Daemon& d, const std::string& key);
+// The answer of the scenario row for `domain` without config changes ("OK …", "NOTFOUND", …).
+std::string scenario_answer(const std::string& domain);
+// Runs sqlite3 FILE SQL; a failure fails the test.
+std::string sqlite(const std::string& file, const std::string& sql);
 
 // Runs Postfix's postmap -q KEY MAP with a private config directory; returns the result.
 RunResult postmap(const TempDir& dir, const std::string& key, const std::string& map);

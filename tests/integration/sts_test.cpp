@@ -246,12 +246,15 @@ TEST_CASE(
     while (std::chrono::steady_clock::now() < until2) {
         CHECK(harness::postmap(dir, keep.key, map).out == keep.answer_after.substr(3) + "\n");
         log = d.log();
-        if (contains(log, "sts-keep.test: found " + keep.answer_after.substr(3) +
-                              " (mta-sts): MTA-STS mode enforce, policy id k1 (errored)"))
+        if (contains(log, "sts-keep.test: " + keep.answer_after.substr(3) + " (mta-sts) in ") &&
+            contains(log, "MTA-STS mode enforce, policy id k1 (errored)"))
             break;
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     CHECK(contains(log, "policy id k1 (errored)"));
+    CHECK(contains(log,
+                   "sts-keep.test: downgrade prevented: MTA-STS policy id k1 (mode enforce) "
+                   "stays in force although the new one could not be fetched"));
     // A fresh lookup that never knew the policy finds none: the failure is real.
     dir.write("q.toml", world_config({}));
     const auto fresh = harness::tlspolicy({"-c", dir.file("q.toml"), "query", "--json", keep.key});

@@ -8,6 +8,7 @@
 #include "util/endpoint.h"
 #include "util/hexquote.h"
 #include "util/json.h"
+#include "util/log.h"
 #include "util/netstring.h"
 
 using namespace tlspolicy;
@@ -191,4 +192,37 @@ TEST_CASE("wire: a policy longer than a protocol allows is TEMP there, not cut")
     const std::string huge = "verify match=" + std::string(kMaxSocketmapReply, 'a');
     CHECK(socketmap_reply(Answer::found(huge, Source::MtaSts)) ==
           "TEMP policy longer than socketmap allows");
+}
+
+TEST_CASE("log::sanitize: untrusted bytes become \\xNN, long text is cut") {
+    struct Row {
+        std::string in;
+        std::size_t max;
+        std::string want;
+    };
+    const std::vector<Row> rows = {
+        {"example.org", 200, "example.org"},
+        {"a\nb\rc\td", 200, "a\\x0ab\\x0dc\\x09d"},
+        {"back\\slash", 200, "back\\x5cslash"},
+        {"\x1b[31mred", 200, "\\x1b[31mred"},
+        {"b\xc3\xbc"
+         "cher",
+         200, "b\\xc3\\xbccher"},
+        {std::string("nul\0x", 5), 200, "nul\\x00x"},
+        {"abcdef", 3, "abc..."},
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.in);
+        CHECK(tlspolicy::log::sanitize(r.in, r.max) == r.want);
+    }
+}
+
+TEST_CASE("log::json_line: one JSON object, fields in order, strings escaped") {
+    using tlspolicy::log::Level;
+    CHECK(tlspolicy::log::json_line(Level::Info, "2026-11-23T10:00:00.000Z", "m", {}) ==
+          R"({"time":"2026-11-23T10:00:00.000Z","level":"info","msg":"m"})");
+    CHECK(
+        tlspolicy::log::json_line(Level::Warning, "t", "a \"quoted\" \\ line\n",
+                                  {{"domain", "x.example"}, {"duration_ms", "12", true}}) ==
+        R"({"time":"t","level":"warning","msg":"a \"quoted\" \\ line\n","domain":"x.example","duration_ms":12})");
 }

@@ -104,6 +104,39 @@ tlsrpt = true
     CHECK(c->overrides.count("[relay.example.com]:587") == 1);
 }
 
+TEST_CASE("parse_config: operations keys (log output, metrics, control socket)") {
+    struct Row {
+        std::string toml;
+        std::string want_control;  // "" = none
+        std::string want_metrics;  // "" = none
+    };
+    const std::vector<Row> rows = {
+        {"[cache]\npath = \"/var/lib/x/cache.sqlite\"\n", "unix:/var/lib/x/control.sock", ""},
+        {"[cache]\npath = \"/c.sqlite\"\n", "unix:/control.sock", ""},
+        {"[control]\naddress = \"off\"\n", "", ""},
+        {"[control]\naddress = \"127.0.0.2:7000\"\n", "127.0.0.2:7000", ""},
+        {"[control]\naddress = \"[::1]:7000\"\n", "[::1]:7000", ""},
+        {"[control]\naddress = \"unix:/run/t/c.sock\"\n[metrics]\naddress = \"[::]:9461\"\n",
+         "unix:/run/t/c.sock", "[::]:9461"},
+        // The control default follows cache.path wherever the keys stand.
+        {"[control]\naddress = \"\"\n[cache]\npath = \"/srv/c.sqlite\"\n", "unix:/srv/control.sock",
+         ""},
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.toml);
+        auto c = parse_config(r.toml, "t.toml");
+        REQUIRE_MESSAGE(c, c.error().message);
+        CHECK((c->control.endpoint ? c->control.endpoint->to_string() : "") == r.want_control);
+        CHECK((c->metrics.endpoint ? c->metrics.endpoint->to_string() : "") == r.want_metrics);
+    }
+    auto j = parse_config("[log]\nformat = \"json\"\nsyslog = true\n", "t.toml");
+    REQUIRE(j);
+    CHECK(j->log.format == log::Format::Json);
+    CHECK(j->log.syslog);
+    CHECK(default_config().log.format == log::Format::Text);
+    CHECK(!default_config().metrics.endpoint);
+}
+
 TEST_CASE("parse_config: errors name file:line:col and the problem") {
     struct Row {
         std::string toml;
@@ -133,6 +166,12 @@ TEST_CASE("parse_config: errors name file:line:col and the problem") {
          "t.toml:2:14: \"dns.timeout_ms\" is 99, out of range 100..60000"},
         {"[server]\nmax_connections = 0\n", "out of range 1..100000"},
         {"[mta_sts]\nhttps_port = 70000\n", "out of range 1..65535"},
+        // operations
+        {"[log]\nformat = \"xml\"\n", "\"log.format\""},
+        {"[metrics]\naddress = \"localhost:9000\"\n", "t.toml:2:11: \"metrics.address\""},
+        {"[control]\naddress = \"192.0.2.1:9000\"\n", "must be unix:/path or a loopback address"},
+        {"[control]\naddress = \"[2001:db8::1]:9000\"\n", "must be unix:/path or a loopback"},
+        {"[control]\naddress = \"unix:relative.sock\"\n", "\"control.address\""},
         {"[policy]\nsts_level = \"strict\"\n",
          "t.toml:2:13: \"policy.sts_level\" must be one of verify|secure, not \"strict\""},
         {"[log]\nlevel = \"trace\"\n", "\"log.level\" must be one of error|warning|info|debug"},
@@ -153,7 +192,10 @@ TEST_CASE("parse_config: errors name file:line:col and the problem") {
         {"[[listen]]\nprotocol = \"socketmap\"\naddress = \"127.0.0.1:1\"\n[[listen]]\nprotocol = "
          "\"tcp_table\"\naddress = \"127.0.0.1:1\"\n",
          "t.toml:4:1: address 127.0.0.1:1 is listed twice"},
-        {"[[listen]]\nprotocol = \"socketmap\"\naddress = \"unix:/run/a.sock\"\n[[listen]]\nprotocol = \"tcp_table\"\naddress = \"unix:/run/a.sock\"\n", "address unix:/run/a.sock is listed twice"},
+        {"[[listen]]\nprotocol = \"socketmap\"\naddress = "
+         "\"unix:/run/a.sock\"\n[[listen]]\nprotocol = \"tcp_table\"\naddress = "
+         "\"unix:/run/a.sock\"\n",
+         "address unix:/run/a.sock is listed twice"},
         {"listen = []\n", "\"listen\" must be written as [[listen]] tables"},
         {"[policy.profiles]\n\"a:b\" = { tlsrpt = true }\n", "profile name may not contain ':'"},
         // overrides
