@@ -118,25 +118,7 @@ Result<std::string> control_request(const Endpoint& ep, std::string_view command
                                     int timeout_ms) {
     if (absent) *absent = false;
     sockaddr_storage ss{};
-    socklen_t len = 0;
-    if (ep.kind == Endpoint::Kind::Unix) {
-        auto* a = reinterpret_cast<sockaddr_un*>(&ss);
-        a->sun_family = AF_UNIX;
-        std::memcpy(a->sun_path, ep.path.c_str(), ep.path.size() + 1);
-        len = sizeof *a;
-    } else if (ep.host.find(':') != std::string::npos) {
-        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(ep.port);
-        inet_pton(AF_INET6, ep.host.c_str(), &a->sin6_addr);
-        len = sizeof *a;
-    } else {
-        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-        a->sin_family = AF_INET;
-        a->sin_port = htons(ep.port);
-        inet_pton(AF_INET, ep.host.c_str(), &a->sin_addr);
-        len = sizeof *a;
-    }
+    const socklen_t len = endpoint_sockaddr(ep, ss);
     const std::string where = "the daemon's control socket " + ep.to_string();
     UniqueFd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) return make_error(std::string("socket: ") + std::strerror(errno));

@@ -192,21 +192,8 @@ Result<BoundSocket> bind_listener(const ListenConfig& config) {
     }
 
     sockaddr_storage ss{};
-    socklen_t len = 0;
-    const bool v6 = ep.host.find(':') != std::string::npos;
-    if (v6) {
-        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(ep.port);
-        inet_pton(AF_INET6, ep.host.c_str(), &a->sin6_addr);
-        len = sizeof *a;
-    } else {
-        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-        a->sin_family = AF_INET;
-        a->sin_port = htons(ep.port);
-        inet_pton(AF_INET, ep.host.c_str(), &a->sin_addr);
-        len = sizeof *a;
-    }
+    const socklen_t len = endpoint_sockaddr(ep, ss);
+    const bool v6 = ss.ss_family == AF_INET6;
     out.fd.reset(socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!out.fd) return make_error(errno_text("socket", errno));
     const int one = 1;

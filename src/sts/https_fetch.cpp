@@ -24,36 +24,31 @@ namespace {
 
 // tlspolicyd_https_errors_total{kind}: failed MTA-STS policy fetches, by FetchResult::code.
 void count_fetch_error(const std::string& code) {
-    auto& r = metrics::global();
-    static const char* const kHelp = "MTA-STS policy fetches that failed";
-    static metrics::Counter& connect =
-        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "connect"}});
-    static metrics::Counter& tls =
-        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "tls"}});
-    static metrics::Counter& certificate =
-        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "certificate"}});
-    static metrics::Counter& status =
-        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "http_status"}});
-    static metrics::Counter& timeout =
-        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "timeout"}});
-    static metrics::Counter& too_large =
-        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "too_large"}});
-    static metrics::Counter& other =
-        r.counter("tlspolicyd_https_errors_total", kHelp, {{"kind", "other"}});
+    static const auto series = [](const char* kind) {
+        return &metrics::global().counter("tlspolicyd_https_errors_total",
+                                          "MTA-STS policy fetches that failed", {{"kind", kind}});
+    };
+    static metrics::Counter* const connect = series("connect");
+    static metrics::Counter* const tls = series("tls");
+    static metrics::Counter* const certificate = series("certificate");
+    static metrics::Counter* const status = series("http_status");
+    static metrics::Counter* const timeout = series("timeout");
+    static metrics::Counter* const too_large = series("too_large");
+    static metrics::Counter* const other = series("other");
+    metrics::Counter* c = other;
     if (code == "connect_failed" || code == "no_address")
-        connect.inc();
+        c = connect;
     else if (code == "tls_error")
-        tls.inc();
+        c = tls;
     else if (code == "certificate_error")
-        certificate.inc();
+        c = certificate;
     else if (code.rfind("http_status_", 0) == 0 || code == "invalid_content_type")
-        status.inc();
+        c = status;
     else if (code == "timeout")
-        timeout.inc();
+        c = timeout;
     else if (code == "body_too_large" || code == "headers_too_large")
-        too_large.inc();
-    else
-        other.inc();
+        c = too_large;
+    c->inc();
 }
 
 struct EasyFree {

@@ -1,6 +1,7 @@
 #include "util/endpoint.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 
 #include <charconv>
@@ -77,6 +78,28 @@ Result<Endpoint> parse_resolver(std::string_view text) {
         return make_error("resolver must be IP, IP:PORT, IPv6 or [IPv6]:PORT");
     if (parsed->port == 0) return make_error("resolver port must not be 0");
     return parsed;
+}
+
+socklen_t endpoint_sockaddr(const Endpoint& ep, sockaddr_storage& out) {
+    out = {};
+    if (ep.kind == Endpoint::Kind::Unix) {
+        auto* a = reinterpret_cast<sockaddr_un*>(&out);
+        a->sun_family = AF_UNIX;
+        ep.path.copy(a->sun_path, sizeof a->sun_path - 1);
+        return sizeof *a;
+    }
+    if (ep.host.find(':') != std::string::npos) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&out);
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(ep.port);
+        inet_pton(AF_INET6, ep.host.c_str(), &a->sin6_addr);
+        return sizeof *a;
+    }
+    auto* a = reinterpret_cast<sockaddr_in*>(&out);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(ep.port);
+    inet_pton(AF_INET, ep.host.c_str(), &a->sin_addr);
+    return sizeof *a;
 }
 
 }  // namespace tlspolicy

@@ -1,6 +1,8 @@
 // Listening endpoints as written in the config: "IPv4:PORT", "[IPv6]:PORT" or "unix:/path".
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -24,6 +26,10 @@ struct Endpoint {
 // Parses an endpoint. Host names are refused (a listener must not depend on DNS at start-up);
 // unix paths must be absolute and shorter than sockaddr_un allows.
 Result<Endpoint> parse_endpoint(std::string_view text);
+
+// The socket address of an endpoint as parse_endpoint() gives it (numeric host, absolute
+// path) in `out`; returns its length.
+socklen_t endpoint_sockaddr(const Endpoint& ep, sockaddr_storage& out);
 
 // Parses a DNS resolver address: "192.0.2.1", "192.0.2.1:5353", "2001:db8::1" or
 // "[2001:db8::1]:5353"; the port defaults to 53.
