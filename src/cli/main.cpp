@@ -292,6 +292,8 @@ class PrefetchLock {
                                                     std::string& holder) {
         const std::string path = cache_path + ".prefetch.lock";
         UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640));
+        // A lock file another user left (root's run by hand) still locks when only readable.
+        if (!fd && errno == EACCES) fd.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd) return make_error("cannot create " + path + ": " + std::strerror(errno));
         if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
             if (errno != EWOULDBLOCK)
