@@ -370,7 +370,8 @@ struct Response {
     std::string content_type;
     std::string content_length;
     std::string allow;
-    std::string body;
+    std::string body;  // Content-Length bytes when given, else all that follows the head
+    std::string rest;  // what follows the body (the next pipelined response)
 };
 
 Response parse(const std::string& raw) {
@@ -378,7 +379,6 @@ Response parse(const std::string& raw) {
     const auto head_end = raw.find("\r\n\r\n");
     if (!raw.starts_with("HTTP/1.") || head_end == std::string::npos) return r;
     r.status = raw.substr(9, 3);
-    r.body = raw.substr(head_end + 4);
     std::size_t p = raw.find("\r\n") + 2;
     while (p < head_end) {
         const auto eol = raw.find("\r\n", p);
@@ -393,6 +393,10 @@ Response parse(const std::string& raw) {
         }
         p = eol + 2;
     }
+    const std::size_t n =
+        r.content_length.empty() ? std::string::npos : std::stoul(r.content_length);
+    r.body = raw.substr(head_end + 4, n);
+    r.rest = raw.substr(head_end + 4 + r.body.size());
     return r;
 }
 
@@ -443,7 +447,10 @@ TEST_CASE("metrics http: got status and body, want the contract's answers") {
         {"DELETE", "DELETE /metrics HTTP/1.0\r\n\r\n", "405", ""},
         {"PUT", "PUT /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n", "405", ""},
         {"body too large",
-         "POST /metrics HTTP/1.0\r\nContent-Length: 100\r\n\r\n" + std::string(100, 'b'), "", ""},
+         "POST /metrics HTTP/1.0\r\nContent-Length: 100\r\n\r\n" + std::string(100, 'b'), "413",
+         ""},
+        // evhttp answers methods it does not know before our handler sees them.
+        {"unknown method", "FOO /metrics HTTP/1.0\r\n\r\n", "501", ""},
         {"oversized header", "GET /metrics HTTP/1.0\r\n" + big_header + "\r\n", "", ""},
         {"garbage", "\x01\x02 not http\r\n\r\n", "", ""},
     };
@@ -457,6 +464,7 @@ TEST_CASE("metrics http: got status and body, want the contract's answers") {
             continue;
         }
         CHECK_EQ_GW("status", r.status, row.status);
+        CHECK_EQ_GW("bytes after the response", r.rest, std::string());
         if (row.status == "200") {
             CHECK_EQ_GW("content type", r.content_type,
                         std::string("text/plain; version=0.0.4; charset=utf-8"));
@@ -465,6 +473,18 @@ TEST_CASE("metrics http: got status and body, want the contract's answers") {
         }
         if (row.status == "405") CHECK_EQ_GW("allow", r.allow, std::string("GET, HEAD"));
     }
+
+    // Keep-alive as Prometheus scrapes: two pipelined requests on one connection.
+    const Response first = parse(http_exchange(base.get(), addr,
+                                               "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                                               "GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                                               "Connection: close\r\n\r\n")
+                                     .raw);
+    CHECK_EQ_GW("first keep-alive status", first.status, std::string("200"));
+    CHECK_EQ_GW("first keep-alive body", first.body, rendered);
+    const Response second = parse(first.rest);
+    CHECK_EQ_GW("second keep-alive status", second.status, std::string("200"));
+    CHECK_EQ_GW("second keep-alive body", second.body, rendered);
 
     // Still serving after the hostile requests.
     const Response after =
