@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <unordered_map>
 
 namespace tlspolicy {
 
@@ -21,6 +23,48 @@ int64_t stale_until(Outcome outcome, Source source, int64_t expires_at, const St
     // RFC 8461 §5.1: a policy stays in force until its max_age, whatever refreshes say.
     if (sts) return std::max(expires_at, sts->expires_at);
     return expires_at;
+}
+
+namespace {
+
+// The texts in use, by content. An entry leaves when its last holder does (the deleter);
+// never destroyed, so SharedText objects alive at exit are safe.
+struct TextPool {
+    std::mutex mu;
+    std::unordered_map<std::string_view, std::weak_ptr<const std::string>> texts;
+};
+TextPool& text_pool() {
+    static auto* pool = new TextPool;
+    return *pool;
+}
+
+}  // namespace
+
+SharedText::SharedText(std::string_view text) {
+    if (text.empty()) return;
+    TextPool& pool = text_pool();
+    std::lock_guard<std::mutex> g(pool.mu);
+    if (auto it = pool.texts.find(text); it != pool.texts.end()) {
+        if ((text_ = it->second.lock())) return;
+        pool.texts.erase(it);  // its last holder is on the way out
+    }
+    const auto* owned = new std::string(text);
+    text_ = std::shared_ptr<const std::string>(owned, [](const std::string* s) {
+        TextPool& p = text_pool();
+        {
+            std::lock_guard<std::mutex> lock(p.mu);
+            // Only this text's own slot: a new holder may have replaced it meanwhile.
+            if (auto it = p.texts.find(*s); it != p.texts.end() && it->first.data() == s->data())
+                p.texts.erase(it);
+        }
+        delete s;
+    });
+    pool.texts.emplace(*owned, text_);
+}
+
+const std::string& SharedText::str() const {
+    static const std::string empty;
+    return text_ ? *text_ : empty;
 }
 
 bool cacheable(const Resolution& r, const Answer& a) {
@@ -129,7 +173,7 @@ std::optional<CachedAnswer> cached_from_row(const std::string& domain, const Cac
         c.outcome = a.outcome;
         c.policy = a.outcome == Outcome::Found ? a.policy : std::string();
         c.source = a.source;
-        c.reason = std::move(a.reason);
+        c.reason = a.reason;
         // MTA-STS answers are stale-served by their policy's max_age, never by stale_ttl.
         c.stale_until = stale_until(c.outcome, c.source, c.expires_at, c.sts.get(), 0);
     }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "cache/store.h"
 #include "core/answer.h"
@@ -36,18 +37,34 @@ CacheSettings cache_settings(const Config& config);
 
 // A domain's answer in the in-memory index: what the hot path needs (the facts stay in the
 // SQLite file).
+// Text shared by every cached answer that has it: reasons repeat across domains ("secure MX
+// set, usable TLSA on all 2 MX host(s)"), so a million entries hold each distinct text once.
+// Reads as a const std::string&; thread-safe.
+class SharedText {
+  public:
+    SharedText() = default;
+    explicit SharedText(std::string_view text);
+    SharedText& operator=(std::string_view text) { return *this = SharedText(text); }
+    const std::string& str() const;  // "" when empty
+    operator const std::string&() const { return str(); }
+    bool operator==(std::string_view other) const { return str() == other; }
+
+  private:
+    std::shared_ptr<const std::string> text_;
+};
+
 struct CachedAnswer {
     Outcome outcome = Outcome::NotFound;  // Found or NotFound
     std::string policy;                   // under the [policy] settings it was rendered for
     Source source = Source::None;
-    std::string reason;  // why (sent with not-found tcp_table replies)
+    SharedText reason;  // why (sent with not-found tcp_table replies)
     int64_t fetched_at = 0;
     int64_t expires_at = 0;
     int64_t stale_until = 0;
     // Set when DANE said "no DANE" and an MTA-STS policy is in force: the policy decides,
     // and each socketmap profile renders it its own way.
     std::shared_ptr<const StoredStsPolicy> sts;
-    std::string sts_status;  // "found", "renewed", ... (for the reason of a rendered answer)
+    SharedText sts_status;  // "found", "renewed", ... (for the reason of a rendered answer)
 };
 
 // Until when an answer may be served while refreshes fail (see the header comment).

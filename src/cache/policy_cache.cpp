@@ -761,7 +761,7 @@ void PolicyCache::set_config(const Config& config) {
             e.c.outcome = a.outcome;
             e.c.policy = a.outcome == Outcome::Found ? a.policy : std::string();
             e.c.source = a.source;
-            e.c.reason = std::move(a.reason);
+            e.c.reason = a.reason;
             e.c.stale_until = stale_until(e.c.outcome, e.c.source, e.c.expires_at, e.c.sts.get(),
                                           settings_.stale_ttl);
             if (e.in_found_list != (e.c.outcome == Outcome::Found)) {

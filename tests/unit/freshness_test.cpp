@@ -3,7 +3,9 @@
 // sts_state_test.cpp.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cache/freshness.h"
@@ -131,4 +133,41 @@ TEST_CASE("freshness: rows that cannot be used are refused") {
     empty.sts_decides = false;
     empty.policy.clear();
     CHECK_FALSE(cached_from_row("example.com", empty, PolicySettings{}).has_value());
+}
+
+TEST_CASE("SharedText: equal texts share one copy, which goes with its last holder") {
+    const std::string text = "secure MX set, usable TLSA on all 2 MX host(s)";
+    SharedText a(text);
+    SharedText b(std::string("secure MX set, usable TLSA on all 2 MX host(s)"));
+    CHECK(a.str() == text);
+    CHECK(a.str().data() == b.str().data());  // one copy
+    SharedText c("another reason");
+    CHECK(c.str().data() != a.str().data());
+    CHECK(SharedText().str().empty());
+    CHECK(SharedText("").str().empty());
+    {
+        SharedText d = a;  // copies share too
+        CHECK(d.str().data() == a.str().data());
+    }
+    a = "changed";
+    CHECK(a == "changed");
+    CHECK(b == text);  // the other holder keeps it
+    b = SharedText();
+    SharedText again(text);  // interned afresh after the last holder went
+    CHECK(again == text);
+
+    // Many threads interning and dropping the same few texts.
+    std::vector<std::thread> threads;
+    std::atomic<int> wrong{0};
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&wrong, t] {
+            for (int i = 0; i < 20000; ++i) {
+                const std::string want = "reason " + std::to_string((i + t) % 7);
+                SharedText s(want);
+                if (s.str() != want) ++wrong;
+            }
+        });
+    for (auto& th : threads)
+        th.join();
+    CHECK(wrong == 0);
 }
