@@ -276,8 +276,31 @@ struct PolicyCache::Entry {
     int64_t retry_at = 0;  // while failing: served stale without a new resolution until then
     int64_t last_used = 0;
     int64_t unflushed_hits = 0;
-    std::list<Entry*>::iterator lru;
+    Entry* lru_prev = nullptr;  // towards the front of its LruList
+    Entry* lru_next = nullptr;
 };
+
+void PolicyCache::LruList::push_front(Entry& e) {
+    e.lru_prev = nullptr;
+    e.lru_next = front;
+    (front ? front->lru_prev : back) = &e;
+    front = &e;
+}
+
+void PolicyCache::LruList::erase(Entry& e) {
+    (e.lru_prev ? e.lru_prev->lru_next : front) = e.lru_next;
+    (e.lru_next ? e.lru_next->lru_prev : back) = e.lru_prev;
+    e.lru_prev = e.lru_next = nullptr;
+}
+
+void PolicyCache::LruList::reverse() {
+    for (Entry* e = front; e;) {
+        Entry* next = e->lru_next;
+        std::swap(e->lru_prev, e->lru_next);
+        e = next;
+    }
+    std::swap(front, back);
+}
 
 struct PolicyCache::Waiter {
     PolicyCache* cache = nullptr;
@@ -398,20 +421,18 @@ void PolicyCache::load_file() {
 
 void PolicyCache::link(Entry& e) {
     e.in_found_list = e.c.outcome == Outcome::Found;
-    auto& list = e.in_found_list ? lru_found_ : lru_not_found_;
-    list.push_front(&e);
-    e.lru = list.begin();
+    (e.in_found_list ? lru_found_ : lru_not_found_).push_front(e);
 }
 
 void PolicyCache::unlink(Entry& e) {
-    (e.in_found_list ? lru_found_ : lru_not_found_).erase(e.lru);
+    (e.in_found_list ? lru_found_ : lru_not_found_).erase(e);
 }
 
 void PolicyCache::evict_one() {
     // Not-found answers are the cheapest to lose; then the least recently used.
     auto& list = !lru_not_found_.empty() ? lru_not_found_ : lru_found_;
     if (list.empty()) return;
-    const std::string domain = *list.back()->domain;
+    const std::string domain = *list.back->domain;
     erase_entry(domain);
     ++stats_.evictions;
 }
@@ -484,7 +505,8 @@ void PolicyCache::hit(Entry& e, int64_t now) {
     e.last_used = now;
     if (e.unflushed_hits++ == 0) dirty_hits_.push_back(*e.domain);
     auto& list = e.in_found_list ? lru_found_ : lru_not_found_;
-    list.splice(list.begin(), list, e.lru);
+    list.erase(e);
+    list.push_front(e);
     if (!e.used) {
         // First use since it was stored: refresh it before it expires.
         e.used = true;

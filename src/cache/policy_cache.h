@@ -138,7 +138,17 @@ class PolicyCache : public PolicyEngine {
     int64_t next_housekeeping_ = 0;
 
     std::unordered_map<std::string, Entry> entries_;
-    std::list<Entry*> lru_found_, lru_not_found_;  // front: most recently used
+    // Doubly linked through the entries themselves (no allocation per entry); front: most
+    // recently used.
+    struct LruList {
+        Entry* front = nullptr;
+        Entry* back = nullptr;
+        bool empty() const { return front == nullptr; }
+        void push_front(Entry& e);
+        void erase(Entry& e);
+        void reverse();
+    };
+    LruList lru_found_, lru_not_found_;
     std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
     std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due_;
     std::vector<std::string> dirty_hits_;
