@@ -79,9 +79,11 @@ void usage(FILE* to) {
         "                               the cache cannot be written, 66 input unreadable\n"
         "  cache list                   one line per cached domain: policy, source, expiry\n"
         "  cache show DOMAIN            the cached row of DOMAIN as JSON (exit 1: none)\n"
-        "  cache purge [DOMAIN]         forget DOMAIN (all domains without one); the running\n"
-        "                               daemon forgets it within a second\n"
-        "  cache export                 every cached row as one JSON object per line\n"
+        "  cache purge [DOMAIN]         forget DOMAIN (all domains without one): through the\n"
+        "                               running daemon's control socket at once, else in the\n"
+        "                               file (a daemon started later reads it)\n"
+        "  cache export                 every cached row as one JSON object per line (the\n"
+        "                               running daemon writes what it holds first)\n"
         "\n"
         "Without -c, built-in defaults apply.\n");
 }
