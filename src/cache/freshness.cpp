@@ -84,7 +84,7 @@ CachedAnswer cached_answer(const Resolution& r, const Answer& a, int64_t now, in
     c.fetched_at = now;
     c.expires_at = now + std::max<int64_t>(a.ttl, 0);
     if (r.dane.verdict == DaneVerdict::NoDane && r.sts.outcome.policy) {
-        c.sts = std::make_shared<const StoredStsPolicy>(*r.sts.outcome.policy);
+        c.sts = r.sts.outcome.policy;  // shared with the MTA-STS engine
         c.sts_status = r.sts.outcome.status;
     }
     c.stale_until = stale_until(c.outcome, c.source, c.expires_at, c.sts.get(), stale_ttl);
@@ -137,21 +137,21 @@ CacheRow cache_row(const std::string& domain, const Resolution& r, const Answer&
     return cache_row(domain, c, p ? &*p : nullptr, a.details);
 }
 
-std::optional<StoredStsPolicy> sts_policy_from_row(const CacheRow& row) {
-    if (row.sts_id.empty()) return std::nullopt;
+StsPolicyPtr sts_policy_from_row(const CacheRow& row) {
+    if (row.sts_id.empty()) return nullptr;
     StsParse parsed = parse_sts_policy(row.sts_body);
-    if (!parsed.ok || parsed.policy.mode == StsMode::None) return std::nullopt;
-    StoredStsPolicy p;
-    p.id = row.sts_id;
-    p.policy = std::move(parsed.policy);
-    p.body = row.sts_body;
-    p.fetched_at = row.sts_fetched_at;
-    p.expires_at = row.sts_expires_at;
+    if (!parsed.ok || parsed.policy.mode == StsMode::None) return nullptr;
+    auto p = std::make_shared<StoredStsPolicy>();
+    p->id = row.sts_id;
+    p->policy = std::move(parsed.policy);
+    p->body = row.sts_body;
+    p->fetched_at = row.sts_fetched_at;
+    p->expires_at = row.sts_expires_at;
     return p;
 }
 
 std::optional<CachedAnswer> cached_from_row(const std::string& domain, const CacheRow& row,
-                                            const PolicySettings& settings) {
+                                            const PolicySettings& settings, StsPolicyPtr sts) {
     if (row.outcome != Outcome::Found && row.outcome != Outcome::NotFound) return std::nullopt;
     if (row.outcome == Outcome::Found && row.policy.empty() && !row.sts_decides)
         return std::nullopt;
@@ -164,9 +164,8 @@ std::optional<CachedAnswer> cached_from_row(const std::string& domain, const Cac
     c.expires_at = row.expires_at;
     c.stale_until = row.stale_until;
     if (row.sts_decides) {
-        auto p = sts_policy_from_row(row);
-        if (!p) return std::nullopt;  // a body that no longer parses: look the domain up again
-        c.sts = std::make_shared<const StoredStsPolicy>(std::move(*p));
+        c.sts = sts ? std::move(sts) : sts_policy_from_row(row);
+        if (!c.sts) return std::nullopt;  // a body that no longer parses: look it up again
         c.sts_status = "cached";
         // Rendered under this process's settings, which may differ from the writer's.
         Answer a = DomainEngine::sts_decision(domain, *c.sts, c.sts_status, settings);

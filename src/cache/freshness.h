@@ -92,10 +92,13 @@ CacheRow cache_row(const std::string& domain, const Resolution& resolution, cons
                    const CachedAnswer& cached);
 // The cached answer stored in a row, re-rendered under `settings`; nullopt when the row is
 // unusable (an outcome that is not cached, an MTA-STS body that no longer parses).
+// `sts`: the row's policy when the caller parsed it already (sts_policy_from_row), so that
+// the cache and the MTA-STS engine share one copy.
 std::optional<CachedAnswer> cached_from_row(const std::string& domain, const CacheRow& row,
-                                            const PolicySettings& settings);
-// The MTA-STS policy a row carries, for the MTA-STS engine's memory; nullopt when none.
-std::optional<StoredStsPolicy> sts_policy_from_row(const CacheRow& row);
+                                            const PolicySettings& settings,
+                                            StsPolicyPtr sts = nullptr);
+// The MTA-STS policy a row carries, for the MTA-STS engine's memory; null when none.
+StsPolicyPtr sts_policy_from_row(const CacheRow& row);
 
 // When a used entry should be refreshed: before expiry by a lead of a tenth of its lifetime
 // (at least 1 s, at most 300 s), and earlier by up to half that lead by `jitter` in [0, 1), so

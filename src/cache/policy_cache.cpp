@@ -397,9 +397,10 @@ void PolicyCache::load_file() {
     entries_.reserve(std::min<std::size_t>(settings_.max_entries, 1u << 20));
     // Rows are taken one at a time: the whole file is never held in memory twice.
     auto st = store_->load_each(settings_.max_entries, [&](CacheRow&& row) {
-        if (auto p = sts_policy_from_row(row)) engine_.remember_sts(row.domain, std::move(*p));
+        StsPolicyPtr sts = sts_policy_from_row(row);
+        if (sts) engine_.remember_sts(row.domain, sts);
         if (row.stale_until <= now) return;  // domains are unique: the table's primary key
-        auto c = cached_from_row(row.domain, row, defaults_);
+        auto c = cached_from_row(row.domain, row, defaults_, std::move(sts));
         if (!c) return;
         Entry& e = store_entry(row.domain, std::move(*c));
         e.last_used = row.last_used;
@@ -596,7 +597,7 @@ void PolicyCache::launch(const std::string& domain) {
     // bounded separately): give it back, so a failed fetch cannot turn it into "not found".
     if (auto it = entries_.find(domain);
         it != entries_.end() && it->second.c.sts && it->second.c.sts->expires_at > clock_())
-        engine_.remember_sts(domain, *it->second.c.sts);
+        engine_.remember_sts(domain, it->second.c.sts);
     std::weak_ptr<bool> alive = alive_;
     engine_.resolve(domain, [this, alive, domain](std::shared_ptr<const Resolution> r) {
         if (alive.expired()) return;
@@ -708,11 +709,12 @@ void PolicyCache::sync_file() {
         forget(p);
     }
     for (const auto& row : ch->rows) {
-        if (auto p = sts_policy_from_row(row)) engine_.remember_sts(row.domain, std::move(*p));
+        StsPolicyPtr sts = sts_policy_from_row(row);
+        if (sts) engine_.remember_sts(row.domain, sts);
         if (row.stale_until <= now) continue;
         auto it = entries_.find(row.domain);
         if (it != entries_.end() && it->second.c.fetched_at > row.fetched_at) continue;
-        auto c = cached_from_row(row.domain, row, defaults_);
+        auto c = cached_from_row(row.domain, row, defaults_, sts);
         if (!c) continue;
         const int64_t last_used = it != entries_.end() ? it->second.last_used : row.last_used;
         Entry& e = store_entry(row.domain, std::move(*c));

@@ -162,7 +162,7 @@ class CacheFirst : public PolicyEngine {
                         return done(std::move(a));
                     }
                 }
-                if (auto p = sts_policy_from_row(r)) engine_.remember_sts(domain, std::move(*p));
+                if (auto p = sts_policy_from_row(r)) engine_.remember_sts(domain, std::move(p));
             }
         }
         engine_.lookup(domain, settings, std::move(done));
@@ -467,7 +467,7 @@ int prefetch_command(const std::string& path, int argc, char** argv) {
     // What the file knows of each domain's MTA-STS policy is kept (RFC 8461 §5.1).
     for (const auto& d : domains)
         if (auto row = (*store)->get(d); row && *row)
-            if (auto p = sts_policy_from_row(**row)) eng.remember_sts(d, std::move(*p));
+            if (auto p = sts_policy_from_row(**row)) eng.remember_sts(d, std::move(p));
 
     const auto t0 = std::chrono::steady_clock::now();
     std::map<std::string, std::size_t> kinds;

@@ -5,7 +5,7 @@
 namespace tlspolicy {
 
 const StoredStsPolicy* StsState::live(int64_t now) const {
-    return policy && now < policy->expires_at ? &*policy : nullptr;
+    return policy && now < policy->expires_at ? policy.get() : nullptr;
 }
 
 namespace {
@@ -23,7 +23,7 @@ bool fetch_due(const StsState& s, int64_t now) {
 }
 
 StsOutcome with_live(const StsState& s, int64_t now, StsOutcome out) {
-    if (const StoredStsPolicy* p = s.live(now)) out.policy = *p;
+    if (s.live(now)) out.policy = s.policy;
     return out;
 }
 
@@ -90,13 +90,15 @@ bool sts_apply_txt(StsState& s, const DnsLookup& l, int64_t txt_ttl, int64_t now
         out = with_live(s, now, std::move(out));
         return false;
     }
-    if (StoredStsPolicy* p = s.policy ? &*s.policy : nullptr;
-        p && p->id == txt.id && now < p->expires_at) {
-        // The domain says its policy is unchanged: it holds for another max_age.
-        p->expires_at = now + p->policy.max_age;
+    if (s.policy && s.policy->id == txt.id && now < s.policy->expires_at) {
+        // The domain says its policy is unchanged: it holds for another max_age (a new copy:
+        // the old one may be in use elsewhere, unchanged).
+        auto renewed = std::make_shared<StoredStsPolicy>(*s.policy);
+        renewed->expires_at = now + renewed->policy.max_age;
+        s.policy = std::move(renewed);
         out.status = "renewed";
         out.reason = "policy id " + txt.id + " unchanged";
-        out.policy = *p;
+        out.policy = s.policy;
         return false;
     }
     if (txt.id == s.none_id && now < s.none_until) {
@@ -135,15 +137,15 @@ StsOutcome sts_apply_fetch(StsState& s, bool ok, const std::string& body, const 
                 out.reason = "policy id " + s.txt_id + " has mode none";
                 return out;
             }
-            StoredStsPolicy p;
-            p.id = s.txt_id;
-            p.policy = std::move(parsed.policy);
-            p.body = body;
-            p.fetched_at = now;
-            p.expires_at = now + p.policy.max_age;
-            s.policy = p;
+            auto p = std::make_shared<StoredStsPolicy>();
+            p->id = s.txt_id;
+            p->policy = std::move(parsed.policy);
+            p->body = body;
+            p->fetched_at = now;
+            p->expires_at = now + p->policy.max_age;
+            s.policy = std::move(p);
             out.reason = "policy id " + s.txt_id + " fetched";
-            out.policy = std::move(p);
+            out.policy = s.policy;
             return out;
         }
         fail_code = parsed.error.code;

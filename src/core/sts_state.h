@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -23,8 +24,12 @@ struct StoredStsPolicy {
     int64_t expires_at = 0;  // unix seconds; renewed on an unchanged id
 };
 
+// A stored policy is never changed once made (a renewal makes a new one), so the MTA-STS
+// engine, the cache and every answer in flight share one copy.
+using StsPolicyPtr = std::shared_ptr<const StoredStsPolicy>;
+
 struct StsState {
-    std::optional<StoredStsPolicy> policy;  // only ever a policy whose mode is not none
+    StsPolicyPtr policy;          // only ever a policy whose mode is not none
     int64_t txt_valid_until = 0;  // the last TXT verdict holds until then (0: never checked)
     bool txt_found = false;       // that verdict: one valid record (txt_id)...
     std::string txt_id;
@@ -55,9 +60,9 @@ struct StsOutcome {
     // "cached" (answered from state without DNS), "not_found" (no policy available),
     // "errored" (TXT said there is a policy but it could not be fetched or parsed).
     std::string status;
-    std::string code;                       // for not_found / errored: why
-    std::string reason;                     // short, printable
-    std::optional<StoredStsPolicy> policy;  // the policy in force, when one is
+    std::string code;     // for not_found / errored: why
+    std::string reason;   // short, printable
+    StsPolicyPtr policy;  // the policy in force, when one is
 };
 
 // The outcome at `now` without new facts (after StsStep::UseKnown, or a deadline).

@@ -37,7 +37,7 @@ class DomainResolver {
     // Resolves `domain`; cb is called exactly once, from the loop or before returning.
     virtual void resolve(const std::string& domain, ResolutionCallback cb) = 0;
     // The MTA-STS memory: see StsEngine::remember / forget.
-    virtual void remember_sts(const std::string& domain, StoredStsPolicy policy) = 0;
+    virtual void remember_sts(const std::string& domain, StsPolicyPtr policy) = 0;
     virtual void forget(const std::string& domain) = 0;
 };
 
@@ -54,7 +54,7 @@ class DomainEngine : public PolicyEngine, public DomainResolver {
     // DomainResolver: both halves in parallel. Logs a warning when a freshly fetched
     // MTA-STS policy refuses an MX host.
     void resolve(const std::string& domain, ResolutionCallback cb) override;
-    void remember_sts(const std::string& domain, StoredStsPolicy policy) override {
+    void remember_sts(const std::string& domain, StsPolicyPtr policy) override {
         sts_->remember(domain, std::move(policy));
     }
     void forget(const std::string& domain) override { sts_->forget(domain); }

@@ -316,10 +316,10 @@ StsState& StsEngine::state(const std::string& domain) {
     return states_[domain];
 }
 
-void StsEngine::remember(const std::string& domain, StoredStsPolicy policy) {
-    if (policy.policy.mode == StsMode::None || policy.expires_at <= clock_()) return;
+void StsEngine::remember(const std::string& domain, StsPolicyPtr policy) {
+    if (!policy || policy->policy.mode == StsMode::None || policy->expires_at <= clock_()) return;
     StsState& s = state(domain);
-    if (s.policy && s.policy->fetched_at >= policy.fetched_at) return;
+    if (s.policy && s.policy->fetched_at >= policy->fetched_at) return;
     if (!s.none_id.empty() && s.none_until > clock_()) return;  // mode none learned since
     s.policy = std::move(policy);
 }

@@ -70,7 +70,7 @@ class StsEngine {
 
     // Seeds what is known of `domain` with a policy from the shared cache (a restart, or
     // another process's fetch): kept when the domain has no live policy or an older one.
-    void remember(const std::string& domain, StoredStsPolicy policy);
+    void remember(const std::string& domain, StsPolicyPtr policy);
     // Forgets everything known of `domain` (`tlspolicy cache purge`).
     void forget(const std::string& domain) { states_.erase(domain); }
 

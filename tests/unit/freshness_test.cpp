@@ -120,7 +120,7 @@ TEST_CASE("freshness: rows that cannot be used are refused") {
     CHECK(row.sts_max_age == 900);
     CHECK(row.stale_until == now + 900);  // the policy's max_age
     REQUIRE(cached_from_row("example.com", row, PolicySettings{}).has_value());
-    REQUIRE(sts_policy_from_row(row).has_value());
+    REQUIRE(sts_policy_from_row(row) != nullptr);
 
     CacheRow temp = row;
     temp.outcome = Outcome::Temp;
@@ -128,7 +128,7 @@ TEST_CASE("freshness: rows that cannot be used are refused") {
     CacheRow broken = row;
     broken.sts_body = "version: STSv1\nmode: enforce\n";  // no mx: no longer parses
     CHECK_FALSE(cached_from_row("example.com", broken, PolicySettings{}).has_value());
-    CHECK_FALSE(sts_policy_from_row(broken).has_value());
+    CHECK(sts_policy_from_row(broken) == nullptr);
     CacheRow empty = row;
     empty.sts_decides = false;
     empty.policy.clear();

@@ -28,7 +28,7 @@ struct FakeResolver : DomainResolver {
         ++calls[domain];
         pending[domain].push_back(std::move(cb));
     }
-    void remember_sts(const std::string& domain, StoredStsPolicy) override {
+    void remember_sts(const std::string& domain, StsPolicyPtr) override {
         remembered.push_back(domain);
     }
     void forget(const std::string& domain) override { forgotten.push_back(domain); }

@@ -52,7 +52,7 @@ inline StsReport sts_with(std::optional<std::string> body, int64_t now) {
     sp.fetched_at = now;
     sp.expires_at = now + p.policy.max_age;
     r.outcome.status = "found";
-    r.outcome.policy = sp;
+    r.outcome.policy = std::make_shared<const StoredStsPolicy>(sp);
     return r;
 }
 
