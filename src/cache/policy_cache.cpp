@@ -429,13 +429,14 @@ void PolicyCache::unlink(Entry& e) {
     (e.in_found_list ? lru_found_ : lru_not_found_).erase(e);
 }
 
-void PolicyCache::evict_one() {
+bool PolicyCache::evict_one() {
     // Not-found answers are the cheapest to lose; then the least recently used.
     auto& list = !lru_not_found_.empty() ? lru_not_found_ : lru_found_;
-    if (list.empty()) return;
+    if (list.empty()) return false;
     const std::string domain = *list.back->domain;
     erase_entry(domain);
     ++stats_.evictions;
+    return true;
 }
 
 void PolicyCache::erase_entry(const std::string& domain) {
@@ -469,12 +470,13 @@ std::size_t PolicyCache::purge(const std::string& domain) {
 }
 
 PolicyCache::Entry& PolicyCache::store_entry(const std::string& domain, CachedAnswer c) {
-    auto it = entries_.find(domain);
-    if (it == entries_.end()) {
-        while (entries_.size() >= settings_.max_entries && !entries_.empty())
-            evict_one();
-        it = entries_.emplace(domain, Entry{}).first;
+    // One lookup (a million of them at start): insert, then make room among the others (the
+    // new entry is not linked yet, so eviction cannot pick it).
+    auto [it, inserted] = entries_.try_emplace(domain);
+    if (inserted) {
         it->second.domain = &it->first;
+        while (entries_.size() > settings_.max_entries && evict_one()) {
+        }
     } else {
         unlink(it->second);
     }
@@ -794,8 +796,8 @@ void PolicyCache::set_config(const Config& config) {
             }
         }
     }
-    while (entries_.size() > settings_.max_entries)
-        evict_one();
+    while (entries_.size() > settings_.max_entries && evict_one()) {
+    }
 }
 
 }  // namespace tlspolicy

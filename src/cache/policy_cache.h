@@ -114,7 +114,7 @@ class PolicyCache : public PolicyEngine {
     std::size_t forget(const std::string& domain);  // memory and engine; "" = all
     void link(Entry& e);
     void unlink(Entry& e);
-    void evict_one();
+    bool evict_one();  // false when nothing could be evicted
     void open_file();
     void load_file();
     void sync_file();
