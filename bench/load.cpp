@@ -527,24 +527,6 @@ class Worker {
 
 // ---------------------------------------------------------------------------------------------
 
-// Postfix's tcp_table client encoding (hex_quote.c): '%', white space and non-printable bytes
-// become %XX. (tlspolicy::hex_quote leaves spaces, as the server side may.)
-std::string tcp_table_quote(std::string_view key) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
-    std::string out;
-    for (const char ch : key) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c == '%' || c <= 0x20 || c >= 0x7f) {
-            out += '%';
-            out += kHex[c >> 4];
-            out += kHex[c & 0xf];
-        } else {
-            out += ch;
-        }
-    }
-    return out;
-}
-
 double parse_seconds(const std::string& opt, const std::string& v, bool allow_zero) {
     char* end = nullptr;
     errno = 0;
@@ -686,7 +668,7 @@ Plan parse_args(int argc, char** argv) {
         if (plan.protocol == Protocol::Socketmap)
             tlspolicy::netstring_append(req, map_name + " " + key);
         else
-            req = "get " + tcp_table_quote(key) + "\n";
+            req = "get " + tlspolicy::hex_quote(key, true) + "\n";
         plan.requests.push_back(std::move(req));
     }
     return plan;

@@ -30,13 +30,13 @@ Result<std::string> hex_unquote(std::string_view in) {
     return out;
 }
 
-std::string hex_quote(std::string_view in) {
+std::string hex_quote(std::string_view in, bool quote_space) {
     static constexpr char kHex[] = "0123456789ABCDEF";
     std::string out;
     out.reserve(in.size());
     for (const char ch : in) {
         const auto c = static_cast<unsigned char>(ch);
-        if (c == '%' || c < 0x20 || c >= 0x7f) {
+        if (c == '%' || c < 0x20 || c >= 0x7f || (quote_space && c == ' ')) {
             out += '%';
             out += kHex[c >> 4];
             out += kHex[c & 0xf];

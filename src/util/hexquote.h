@@ -13,7 +13,8 @@ namespace tlspolicy {
 Result<std::string> hex_unquote(std::string_view in);
 
 // Encodes '%', control characters (including newline) and bytes >= 0x7f as %XX (uppercase),
-// leaving printable ASCII and spaces as they are, which every tcp_table client decodes.
-std::string hex_quote(std::string_view in);
+// leaving printable ASCII and spaces as they are, which every tcp_table client decodes. With
+// `quote_space`, spaces too, as Postfix's own client encodes its requests.
+std::string hex_quote(std::string_view in, bool quote_space = false);
 
 }  // namespace tlspolicy

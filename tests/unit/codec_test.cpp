@@ -100,6 +100,9 @@ TEST_CASE("hex_quote encodes what tcp_table must, keeps the rest readable") {
     CHECK(hex_quote("100%") == "100%25");
     CHECK(hex_quote("a\nb\r\t") == "a%0Ab%0D%09");
     CHECK(hex_quote("\x7f\xc3\xa9") == "%7F%C3%A9");
+    // As Postfix's client quotes requests: spaces too.
+    CHECK(hex_quote("a b%", true) == "a%20b%25");
+    CHECK(hex_quote("a b%") == "a b%25");
     for (std::string s :
          {std::string("x%y\nz"), std::string("\x01\xff", 2), std::string("plain")}) {
         auto back = hex_unquote(hex_quote(s));
