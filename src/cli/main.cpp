@@ -24,10 +24,12 @@
 
 #include "cache/freshness.h"
 #include "cache/store.h"
+#include "cli/cache_first.h"
 #include "cli/prefetch_input.h"
 #include "cli/progress.h"
 #include "core/config.h"
 #include "core/resolver.h"
+#include "probe/prober.h"
 #include "server/control.h"
 #include "server/wire.h"
 #include "sts/domain_engine.h"
@@ -77,6 +79,12 @@ void usage(FILE* to) {
         "                               a line every 10 s otherwise. Exit 0, 75 when some\n"
         "                               lookups failed or another prefetch is running, 73 when\n"
         "                               the cache cannot be written, 66 input unreadable\n"
+        "  probe [--port N] [--tls-on-connect] [--ipv4|--ipv6] [--timeout S] [--json]\n"
+        "        TARGET...              connect to the mail servers of each TARGET (a domain,\n"
+        "                               an email address, [host] or [host]:port) and check\n"
+        "                               them against the computed policy (DANE, MTA-STS);\n"
+        "                               never sends mail. Exit 0 all passed, 1 some failed,\n"
+        "                               2 none reachable, 75 policy lookup failed\n"
         "  cache list                   one line per cached domain: policy, source, expiry\n"
         "  cache show DOMAIN            the cached row of DOMAIN as JSON (exit 1: none)\n"
         "  cache purge [DOMAIN]         forget DOMAIN (all domains without one): through the\n"
@@ -140,42 +148,6 @@ int check_config(const std::string& path, int argc, char** argv) {
                 cfg->listen.size(), cfg->overrides.size(), cfg->profiles.size());
     return 0;
 }
-
-// The engine behind `query`: a row of the cache file that is still fresh answers (with the
-// reason and details stored with it); otherwise the engines look the domain up, knowing the
-// MTA-STS policy the file holds (RFC 8461 §5.1 caching).
-class CacheFirst : public PolicyEngine {
-  public:
-    CacheFirst(CacheStore* store, DomainEngine& engine) : store_(store), engine_(engine) {}
-    void lookup(const std::string& domain, const PolicySettings& settings,
-                AnswerCallback done) override {
-        if (store_) {
-            auto row = store_->get(domain);
-            if (row && *row) {
-                const CacheRow& r = **row;
-                const int64_t now = unix_now();
-                if (r.expires_at > now) {
-                    if (auto c = cached_from_row(domain, r, settings)) {
-                        Answer a = render(domain, *c, settings, now);
-                        a.details = r.details;
-                        from_cache_.insert(domain);
-                        return done(std::move(a));
-                    }
-                }
-                if (auto p = sts_policy_from_row(r)) engine_.remember_sts(domain, std::move(p));
-            }
-        }
-        engine_.lookup(domain, settings, std::move(done));
-    }
-    bool answered_from_cache(const std::string& domain) const {
-        return from_cache_.count(domain) > 0;
-    }
-
-  private:
-    CacheStore* store_;
-    DomainEngine& engine_;
-    std::unordered_set<std::string> from_cache_;
-};
 
 int query(const std::string& path, int argc, char** argv) {
     bool json = false;
@@ -687,6 +659,105 @@ int cache_command(const std::string& path, int argc, char** argv) {
     return 0;
 }
 
+// ---- probe ------------------------------------------------------------------------------
+
+std::string probe_helo() {
+    char name[256] = {};
+    if (gethostname(name, sizeof name - 1) == 0) {
+        auto host = canonical_domain(name);
+        if (host && host->find('.') != std::string::npos) return *host;
+    }
+    return "localhost";
+}
+
+int probe_command(const std::string& path, int argc, char** argv) {
+    ProbeOptions options;
+    bool json = false;
+    std::vector<std::string> targets;
+    for (int i = 0; i < argc; ++i) {
+        const std::string arg = argv[i];
+        long n = 0;
+        if (arg == "--json") {
+            json = true;
+        } else if (arg == "--tls-on-connect") {
+            options.tls_on_connect = true;
+        } else if (arg == "--ipv4") {
+            options.ipv6 = false;
+        } else if (arg == "--ipv6") {
+            options.ipv4 = false;
+        } else if (arg == "--port" && i + 1 < argc && parse_count(argv[i + 1], 65535, n)) {
+            options.port = static_cast<uint16_t>(n);
+            ++i;
+        } else if (arg == "--timeout" && i + 1 < argc && parse_count(argv[i + 1], 3600, n)) {
+            options.connect_timeout_ms = options.read_timeout_ms = n * 1000;
+            ++i;
+        } else if (arg.size() > 1 && arg[0] == '-') {
+            usage(stderr);
+            return kExitUsage;
+        } else {
+            targets.push_back(arg);
+        }
+    }
+    if (targets.empty() || (!options.ipv4 && !options.ipv6)) {
+        if (!options.ipv4 && !options.ipv6)
+            std::fprintf(stderr, "tlspolicy: --ipv4 and --ipv6 exclude each other\n");
+        usage(stderr);
+        return kExitUsage;
+    }
+    auto cfg = load_or_complain(path);
+    if (!cfg) return kExitConfig;
+    log::set_level(cfg->log.level);
+    log::set_output(cfg->log.format, cfg->log.syslog);
+    options.helo = probe_helo();
+    std::unique_ptr<CacheStore> store;
+    if (auto st = CacheStore::open_readonly(cfg->cache.path)) store = std::move(*st);
+
+    int worst = 0;
+    for (const std::string& text : targets) {
+        const ProbeTarget target = parse_probe_target(text);
+        if (target.kind == ProbeTarget::Kind::Invalid) {
+            std::fprintf(stderr, "tlspolicy: %s: %s\n", log::sanitize(text).c_str(),
+                         target.error.c_str());
+            return kExitUsage;
+        }
+        EventBasePtr base(event_base_new());
+        if (!base) {
+            std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
+            return 1;
+        }
+        // TLSA records are looked up at the port probed (RFC 7672 §2.2.3).
+        const uint16_t port = target.port ? target.port : options.port;
+        auto engine = DomainEngine::create(base.get(), *cfg, {}, port);
+        if (!engine) {
+            std::fprintf(stderr, "tlspolicy: cannot start the policy engine: %s\n",
+                         engine.error().message.c_str());
+            return kExitConfig;
+        }
+        std::optional<TargetReport> report;
+        {
+            Prober prober(base.get(), *cfg, **engine, store.get(), options);
+            prober.run(target, [&](TargetReport r) {
+                report = std::move(r);
+                event_base_loopbreak(base.get());
+            });
+            if (!report) event_base_dispatch(base.get());
+        }
+        if (!report) {
+            std::fprintf(stderr, "tlspolicy: %s: the probe did not complete\n",
+                         target.text.c_str());
+            worst = std::max(worst, kExitTemp);
+            continue;
+        }
+        if (json)
+            std::printf("%s\n", report_json(*report).c_str());
+        else
+            std::printf("%s", report_text(*report).c_str());
+        std::fflush(stdout);
+        worst = std::max(worst, report->exit_code);
+    }
+    return worst;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -716,6 +787,7 @@ int main(int argc, char** argv) {
     if (command == "check-config") return check_config(config_path, n, filtered.data());
     if (command == "query") return query(config_path, n, filtered.data());
     if (command == "prefetch") return prefetch_command(config_path, n, filtered.data());
+    if (command == "probe") return probe_command(config_path, n, filtered.data());
     if (command == "cache") return cache_command(config_path, n, filtered.data());
     std::fprintf(stderr, "tlspolicy: unknown command \"%s\"\n", log::sanitize(command, 40).c_str());
     usage(stderr);

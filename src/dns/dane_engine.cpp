@@ -37,13 +37,15 @@ struct DaneEngine::Gather : std::enable_shared_from_this<Gather> {
 
     DaneEngine* engine = nullptr;
     std::shared_ptr<DnsClient> dns;
+    std::string key;  // the flight's key: the domain, or "[host]" for gather_host
+    uint16_t smtp_port = 25;
     DaneFacts facts;
     EventPtr deadline;
     std::map<DnsClient::QueryId, Active> active;
     std::vector<int> address_replies;  // per host: A/AAAA replies received
     bool done = false;
 
-    void start(event_base* base, int64_t deadline_ms) {
+    void start(event_base* base, int64_t deadline_ms, bool host_only) {
         auto self = shared_from_this();
         deadline.reset(evtimer_new(
             base, [](evutil_socket_t, short, void* arg) { static_cast<Gather*>(arg)->expire(); },
@@ -51,7 +53,17 @@ struct DaneEngine::Gather : std::enable_shared_from_this<Gather> {
         const timeval tv{static_cast<time_t>(deadline_ms / 1000),
                          static_cast<suseconds_t>((deadline_ms % 1000) * 1000)};
         evtimer_add(deadline.get(), &tv);
-        ask(facts.domain, kTypeMx, [this](DnsLookup l) { on_mx(std::move(l)); });
+        if (host_only) {
+            // No MX lookup: the host stands alone, like an implicit MX of an insecure set.
+            facts.implicit_mx = true;
+            facts.mx.name = facts.domain;
+            facts.mx.type = kTypeMx;
+            facts.mx.result = DnsResult::NoData;
+            facts.mx.dnssec = Dnssec::Insecure;
+            add_hosts({{0, facts.domain}});
+        } else {
+            ask(facts.domain, kTypeMx, [this](DnsLookup l) { on_mx(std::move(l)); });
+        }
         maybe_finish();
     }
 
@@ -121,6 +133,10 @@ struct DaneEngine::Gather : std::enable_shared_from_this<Gather> {
             }
             hosts = std::move(real);
         }
+        add_hosts(std::move(hosts));
+    }
+
+    void add_hosts(std::vector<MxRecord> hosts) {
         facts.mx_hosts = hosts.size();
         if (hosts.size() > kMaxMxHosts) hosts.resize(kMaxMxHosts);
         facts.hosts.resize(hosts.size());
@@ -154,7 +170,7 @@ struct DaneEngine::Gather : std::enable_shared_from_this<Gather> {
         const auto candidates = tlsa_base_candidates(facts.hosts[i]);
         if (k >= candidates.size()) return;
         const std::string base = candidates[k];
-        ask("_25._tcp." + base, kTypeTlsa, [this, i, k, base](DnsLookup t) {
+        ask("_" + std::to_string(smtp_port) + "._tcp." + base, kTypeTlsa, [this, i, k, base](DnsLookup t) {
             HostFacts& h = facts.hosts[i];
             const bool found = t.secure() && t.result == DnsResult::Data;
             const bool failed = t.failed();
@@ -174,7 +190,7 @@ struct DaneEngine::Gather : std::enable_shared_from_this<Gather> {
         done = true;
         deadline.reset();
         auto self = shared_from_this();  // the engine drops its reference in finished()
-        engine->finished(facts.domain, facts);
+        engine->finished(key, facts);
     }
 };
 
@@ -193,22 +209,33 @@ DaneEngine::~DaneEngine() {
 }
 
 void DaneEngine::gather(const std::string& domain, FactsCallback cb) {
-    waiters_[domain].push_back(std::move(cb));
-    if (flights_.count(domain)) return;  // joins the resolution already running
+    start(domain, domain, false, std::move(cb));
+}
+
+void DaneEngine::gather_host(const std::string& host, FactsCallback cb) {
+    start("[" + host + "]", host, true, std::move(cb));
+}
+
+void DaneEngine::start(const std::string& key, const std::string& name, bool host_only,
+                       FactsCallback cb) {
+    waiters_[key].push_back(std::move(cb));
+    if (flights_.count(key)) return;  // joins the resolution already running
     auto g = std::make_shared<Gather>();
     g->engine = this;
     g->dns = dns_;
-    g->facts.domain = domain;
-    flights_.emplace(domain, g);
-    g->start(base_, limits_.deadline_ms);
+    g->key = key;
+    g->smtp_port = limits_.smtp_port;
+    g->facts.domain = name;
+    flights_.emplace(key, g);
+    g->start(base_, limits_.deadline_ms, host_only);
 }
 
-void DaneEngine::finished(const std::string& domain, const DaneFacts& facts) {
+void DaneEngine::finished(const std::string& key, const DaneFacts& facts) {
     const DaneDecision decision = decide_dane(facts, limits_.ttl);
-    auto waiting = std::move(waiters_[domain]);
-    waiters_.erase(domain);
-    auto keep = flights_[domain];  // facts live in the flight until every waiter has run
-    flights_.erase(domain);
+    auto waiting = std::move(waiters_[key]);
+    waiters_.erase(key);
+    auto keep = flights_[key];  // facts live in the flight until every waiter has run
+    flights_.erase(key);
     for (auto& cb : waiting)
         cb(facts, decision);
 }
@@ -252,6 +279,7 @@ void DaneEngine::lookup(const std::string& domain, const PolicySettings&, Answer
 
 void DaneEngine::reconfigure(std::shared_ptr<DnsClient> dns, DaneLimits limits) {
     if (dns) dns_ = std::move(dns);
+    limits.smtp_port = limits_.smtp_port;  // not a configuration key: fixed at creation
     limits_ = limits;
 }
 

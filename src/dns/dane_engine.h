@@ -23,6 +23,7 @@ namespace tlspolicy {
 struct DaneLimits {
     int64_t deadline_ms = 15000;
     TtlBounds ttl;
+    uint16_t smtp_port = 25;  // TLSA records are looked up at _<smtp_port>._tcp.<base>
 };
 DaneLimits dane_limits(const Config& config);
 DnsSettings dns_settings(const Config& config);
@@ -43,6 +44,11 @@ class DaneEngine : public PolicyEngine {
     // before returning.
     void gather(const std::string& domain, FactsCallback cb);
 
+    // The facts for one host reached without an MX lookup (a `[host]` next-hop): its
+    // addresses and TLSA records, as the only host of an implicit, insecure MX set (so the
+    // host name is its only reference name). The decision in the callback is for that shape.
+    void gather_host(const std::string& host, FactsCallback cb);
+
     // Reload: new lookups use the new resolver and limits; running ones finish on the old.
     void reconfigure(std::shared_ptr<DnsClient> dns, DaneLimits limits);
 
@@ -53,7 +59,8 @@ class DaneEngine : public PolicyEngine {
 
   private:
     struct Gather;
-    void finished(const std::string& domain, const DaneFacts& facts);
+    void start(const std::string& key, const std::string& name, bool host_only, FactsCallback cb);
+    void finished(const std::string& key, const DaneFacts& facts);
 
     event_base* base_;
     std::shared_ptr<DnsClient> dns_;

@@ -130,7 +130,8 @@ std::string DomainEngine::refused_mx(const DaneFacts& facts, const StsReport& st
 }
 
 Result<std::unique_ptr<DomainEngine>> DomainEngine::create(event_base* base, const Config& config,
-                                                           StsEngine::Clock clock) {
+                                                           StsEngine::Clock clock,
+                                                           uint16_t smtp_port) {
     auto dns = DnsClient::create(base, dns_settings(config));
     if (!dns) return dns.error();
     auto fetcher = HttpsFetcher::create(base, fetch_settings(config));
@@ -142,7 +143,9 @@ Result<std::unique_ptr<DomainEngine>> DomainEngine::create(event_base* base, con
     e->dns_config_ = config.dns;
     e->sts_config_ = config.mta_sts;
     std::shared_ptr<DnsClient> shared_dns(std::move(*dns));
-    e->dane_ = std::make_unique<DaneEngine>(base, shared_dns, dane_limits(config));
+    DaneLimits limits = dane_limits(config);
+    limits.smtp_port = smtp_port;
+    e->dane_ = std::make_unique<DaneEngine>(base, shared_dns, limits);
     e->sts_ = std::make_unique<StsEngine>(base, shared_dns,
                                           std::shared_ptr<HttpsFetcher>(std::move(*fetcher)),
                                           sts_settings(config), e->clock_);

@@ -44,8 +44,13 @@ class DomainResolver {
 class DomainEngine : public PolicyEngine, public DomainResolver {
   public:
     // Fails with a clear message when the resolver (trust anchors) or libcurl cannot be set up.
+    // `smtp_port` names the TLSA records looked up (_<port>._tcp; `tlspolicy probe --port`).
     static Result<std::unique_ptr<DomainEngine>> create(event_base* base, const Config& config,
-                                                        StsEngine::Clock clock = {});
+                                                        StsEngine::Clock clock = {},
+                                                        uint16_t smtp_port = 25);
+
+    // The DANE half alone (`tlspolicy probe` of a `[host]` next-hop).
+    DaneEngine& dane_engine() { return *dane_; }
 
     // PolicyEngine: the answer for a recipient domain; details hold {"dane":…,"mta_sts":…}.
     void lookup(const std::string& domain, const PolicySettings& settings,
