@@ -262,7 +262,7 @@ void conclude(TargetReport& r) {
     }
     std::size_t reached = 0, bad = 0;
     for (const auto& a : r.addresses) {
-        if (a.probe.connected) ++reached;
+        if (!a.probe.banner.empty()) ++reached;  // an SMTP server answered there
         if (a.judgement.status == AddrStatus::Failed || a.judgement.status == AddrStatus::Unreachable)
             ++bad;
     }

@@ -109,7 +109,8 @@ struct TargetReport {
     std::vector<HostNote> notes;
     VerdictKind verdict = VerdictKind::Defer;
     std::string verdict_reason;
-    int exit_code = 0;  // 0 all passed, 1 some failed, 2 none reachable, 75 policy TEMP
+    // 0 all passed, 1 some failed, 2 no SMTP greeting from any address, 75 policy TEMP
+    int exit_code = 0;
 };
 
 // Sets verdict, verdict_reason and exit_code from the rest of the report.

@@ -204,7 +204,23 @@ std::vector<Scenario> scenarios() {
             for (const auto& check : *dns)
                 if (check.value_or(std::string()).find(" bogus") != std::string::npos)
                     row.bogus = true;
+        row.domain = r["domain"].value_or(std::string());
+        if (const auto* smtp = r["smtp"].as_table())
+            for (const auto& [host, verdict] : *smtp)
+                row.smtp[std::string(host.str())] = verdict.value_or(std::string());
         out.push_back(row);
+    }
+    return out;
+}
+
+std::map<std::string, std::string> smtp_modes() {
+    const auto t = toml::parse_file(world_env("SCENARIOS"));
+    std::map<std::string, std::string> out;
+    for (const auto& node : *t["smtp"].as_array()) {
+        const auto& r = *node.as_table();
+        if (const auto* names = r["names"].as_array(); names && !names->empty())
+            out[names->front().value_or(std::string())] =
+                r["mode"].value_or(std::string("starttls"));
     }
     return out;
 }

@@ -54,8 +54,13 @@ struct Scenario {
     std::string name, key, answer, answer_after, decided_by;  // key: `key`, else `domain`
     std::map<std::string, std::string> config;  // overrides: dotted key -> TOML literal
     bool bogus = false;                         // some DNS check of the row expects a bogus answer
+    std::string domain;                         // the row's `domain`
+    std::map<std::string, std::string> smtp;    // MX host -> posttls-finger verdict (world check)
 };
 std::vector<Scenario> scenarios();
+// The world's SMTP endpoints: host name (first certificate name) -> mode ("starttls",
+// "no-starttls", "silent", "tls-on-connect").
+std::map<std::string, std::string> smtp_modes();
 
 // Runs `tlspolicy ARGS...` (the binary from $TLSPOLICY), killed after 60 s.
 RunResult tlspolicy(const std::vector<std::string>& args);
