@@ -3,9 +3,8 @@
 Pki(dir) creates, on first use, the CAs in CAS and then any certificate asked for by issue().
 Every file lives under dir:  NAME.key  NAME.pem (certificate)  NAME.chain.pem (certificate,
 then its issuing CA, for servers to present).  digest() gives the hex values TLSA records use.
-Standard library plus the certtool and openssl command-line tools; no network.
+Standard library plus the certtool command-line tool; no network.
 """
-import base64
 import hashlib
 import os
 import re
@@ -38,6 +37,7 @@ class Pki:
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         self._serial = 1
+        self._digests = {}
         for name, cn in CAS.items():
             if not os.path.exists(self.cert(name)):
                 self._make_ca(name, cn)
@@ -117,12 +117,34 @@ class Pki:
             return ssl.PEM_cert_to_DER_cert(_pem_blocks(f.read())[0])
 
     def spki(self, name):
-        pem = _run(["openssl", "x509", "-in", self.cert(name), "-noout", "-pubkey"])
-        body = "".join(l for l in pem.splitlines() if not l.startswith("-----"))
-        return base64.b64decode(body)
+        """The DER SubjectPublicKeyInfo: the 7th element of TBSCertificate (with the explicit
+        [0] version, which every certificate made here has).  Parsed here rather than by
+        `openssl x509 -pubkey`, whose start-up cost, once per TLSA macro, was most of the
+        zone generation time."""
+        der = self.der(name)
+        i, _ = _tlv(der, 0, 0x30, inside=True)         # Certificate
+        i, _ = _tlv(der, i, 0x30, inside=True)         # TBSCertificate
+        for tag in (0xA0, 0x02, 0x30, 0x30, 0x30, 0x30):  # version serial sigalg issuer
+            i, _ = _tlv(der, i, tag)                   # validity subject
+        end, start = _tlv(der, i, 0x30)
+        return der[start:end]
 
     def digest(self, kind, name):
         """kind: sha256-spki | sha256-cert | sha512-spki | sha512-cert -> lowercase hex."""
-        algo, what = kind.split("-", 1)
-        data = self.spki(name) if what == "spki" else self.der(name)
-        return hashlib.new(algo, data).hexdigest()
+        key = (kind, name, os.path.getmtime(self.cert(name)))
+        if key not in self._digests:
+            algo, what = kind.split("-", 1)
+            data = self.spki(name) if what == "spki" else self.der(name)
+            self._digests[key] = hashlib.new(algo, data).hexdigest()
+        return self._digests[key]
+
+
+def _tlv(der, i, tag, inside=False):
+    """DER element at I with TAG: (index after it, or of its content if INSIDE; its start)."""
+    if der[i] != tag:
+        raise ValueError("pki: DER tag %#x at %d, expected %#x" % (der[i], i, tag))
+    n, j = der[i + 1], i + 2
+    if n & 0x80:
+        k = n & 0x7F
+        n, j = int.from_bytes(der[j:j + k], "big"), j + k
+    return (j if inside else j + n), i

@@ -134,10 +134,15 @@ class World:
         return env
 
 
+def _family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def free_port(addrs):
-    """A port >= 10000 free for TCP and UDP on every address in ADDRS (checked, not reserved)."""
+    """A port >= 10000 free for TCP and UDP on every address in ADDRS (IPv4 or IPv6; checked,
+    not reserved)."""
     for _ in range(200):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        t = socket.socket(_family(addrs[0]), socket.SOCK_STREAM)
         t.bind((addrs[0], 0))
         port = t.getsockname()[1]
         t.close()
@@ -146,7 +151,7 @@ def free_port(addrs):
         ok = True
         for a in addrs:
             for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                s = socket.socket(socket.AF_INET, kind)
+                s = socket.socket(_family(a), kind)
                 try:
                     s.bind((a, port))
                 except OSError:

@@ -1,4 +1,4 @@
-"""SMTP piece of the test world: STARTTLS endpoints (smtpd.py) and the posttls-finger check.
+"""SMTP piece of the test world: SMTP endpoints (smtpd.py) and the posttls-finger check.
 
 Piece interface (called by world.py): generate(w), start(w), wait_ready(w, deadline), env(w),
 check(w, row).  See README.md in this directory.  Standard library only.
@@ -9,6 +9,8 @@ import os
 import re
 import shlex
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +21,9 @@ IDLE_TIMEOUT = 30        # smtpd: seconds without a complete command line
 FINGER_TIMEOUT = 5       # posttls-finger -t/-T (connect+banner, each SMTP command)
 CHECK_TIMEOUT = 20       # hard limit for one posttls-finger run
 VERDICTS = ("verified", "untrusted", "failed")
+STS_VERDICTS = ("verified", "untrusted")
+MODES = ("starttls", "no-starttls", "silent", "tls-on-connect")
+FINGER_MODES = ("starttls", "tls-on-connect")   # where posttls-finger gives a verdict
 
 
 def _error(msg):
@@ -35,13 +40,37 @@ def _dir(w, *parts):
 
 # ---- generate ------------------------------------------------------------------------------
 
+def mode(s):
+    return s.get("mode", "starttls")
+
+
+def validate(table):
+    """Errors in the [[smtp]] rows: unknown mode, address off loopback, one address twice."""
+    errors, seen = [], {}
+    for s in table["smtp"]:
+        if mode(s) not in MODES:
+            errors.append("smtp %s: unknown mode %r (use %s)" % (s["name"], mode(s),
+                                                                 " | ".join(MODES)))
+        if not (s["addr"].startswith("127.") or s["addr"] == "::1"):
+            errors.append("smtp %s: addr %s is not 127.0.0.x or ::1" % (s["name"], s["addr"]))
+        if s["addr"] in seen:
+            errors.append("smtp %s: addr %s is taken by %s" % (s["name"], s["addr"],
+                                                               seen[s["addr"]]))
+        seen[s["addr"]] = s["name"]
+    return errors
+
+
 def generate(w):
+    errors = validate(w.table)
+    if errors:
+        raise _error("; ".join(errors))
     d = _dir(w)
     os.makedirs(d, exist_ok=True)
     eps = []
     for s in w.table["smtp"]:
         eps.append({"name": s["name"], "addr": s["addr"], "hostname": s["names"][0],
-                    "chain": w.pki.chain(s["name"]), "key": w.pki.key(s["name"])})
+                    "chain": w.pki.chain(s["name"]), "key": w.pki.key(s["name"]),
+                    "mode": mode(s)})
     with open(_dir(w, "smtpd.json"), "w") as f:
         json.dump({"port": w.ports["smtp"], "idle_timeout": IDLE_TIMEOUT, "endpoints": eps},
                   f, indent=1)
@@ -74,9 +103,16 @@ def start(w):
                       _dir(w, "smtpd.json")], _dir(w, "smtpd.log"))
 
 
-def _greeting(addr, port, timeout):
-    """The first reply line of addr:port, then QUIT.  Raises OSError."""
-    with socket.create_connection((addr, port), timeout=timeout) as s:
+def _greeting(addr, port, timeout, tls=False):
+    """The first reply line of addr:port (after a TLS handshake without verification if TLS),
+    then QUIT.  Raises OSError."""
+    with socket.create_connection((addr, port), timeout=timeout) as raw:
+        s = raw
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(raw)
         s.settimeout(timeout)
         buf = b""
         while b"\n" not in buf and len(buf) < 1024:
@@ -91,6 +127,15 @@ def _greeting(addr, port, timeout):
         return buf.split(b"\n", 1)[0].decode("ascii", "replace").rstrip("\r")
 
 
+def _ready(s, port):
+    """"" when endpoint S answers as its mode says, else what it did.  Raises OSError."""
+    if mode(s) == "silent":  # a TCP connection is all it gives
+        socket.create_connection((s["addr"], port), timeout=1.0).close()
+        return ""
+    line = _greeting(s["addr"], port, 1.0, tls=mode(s) == "tls-on-connect")
+    return "" if line.startswith("220 ") else "greeting %r" % line
+
+
 def wait_ready(w, deadline):
     port = w.ports["smtp"]
     pending = list(w.table["smtp"])
@@ -98,14 +143,14 @@ def wait_ready(w, deadline):
     while pending:
         for s in list(pending):
             try:
-                line = _greeting(s["addr"], port, 1.0)
+                why = _ready(s, port)
             except OSError as e:
                 last[s["name"]] = str(e)
                 continue
-            if line.startswith("220 "):
+            if not why:
                 pending.remove(s)
             else:
-                last[s["name"]] = "greeting %r" % line
+                last[s["name"]] = why
         if not pending:
             return
         if time.time() >= deadline:
@@ -121,16 +166,72 @@ def env(w):
 
 # ---- check ------------------------------------------------------------------------------
 
-def finger_argv(w, host):
+def _name(data, i):
+    """Skip the (possibly compressed) domain name at data[i:]; returns the index after it."""
+    while True:
+        n = data[i]
+        if n & 0xC0:
+            return i + 2
+        i += 1 + n
+        if n == 0:
+            return i
+
+
+def addresses(w, host):
+    """HOST's IPv4 and IPv6 addresses as the world's unbound answers them (CNAMEs followed by
+    unbound).  Raises OSError when unbound does not answer."""
+    out = []
+    for qtype, fam in ((1, socket.AF_INET), (28, socket.AF_INET6)):
+        qid = int.from_bytes(os.urandom(2), "big")
+        q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+        q += b"".join(bytes([len(l)]) + l.encode("ascii") for l in host.rstrip(".").split("."))
+        q += b"\0" + struct.pack(">HH", qtype, 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(2.0)
+            u.sendto(q, ("127.0.0.1", w.ports["unbound"]))
+            while True:
+                r = u.recv(65535)
+                if len(r) >= 12 and struct.unpack(">H", r[:2])[0] == qid:
+                    break
+        ancount = struct.unpack(">H", r[6:8])[0]
+        i = _name(r, 12) + 4
+        for _ in range(ancount):
+            i = _name(r, i)
+            rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", r[i:i + 10])
+            i += 10
+            if rtype == qtype:
+                out.append(socket.inet_ntop(fam, r[i:i + rdlen]))
+            i += rdlen
+    return out
+
+
+def finger_argv(w, host, fam="ipv4", wrapper=False, level=None):
     """The posttls-finger command line for HOST (MX lookup skipped: [host]:port), wrapped so
     that it runs in a private mount namespace whose /etc/resolv.conf names the world's
-    unbound.  Environment: MAIL_CONFIG=<world>/smtp/postfix."""
-    inner = ["posttls-finger", "-l", "dane", "-a", "ipv4", "-t", str(FINGER_TIMEOUT),
-             "-T", str(FINGER_TIMEOUT), "-L", "summary,certmatch,dane",
-             "[%s]:%d" % (host, w.ports["smtp"])]
+    unbound.  FAM: the one address family used (ipv4 | ipv6); WRAPPER: TLS on connect (-w);
+    LEVEL: None for DANE (-l dane), or (level, [match patterns]) of an MTA-STS answer, checked
+    against the world's web CA.  Environment: MAIL_CONFIG=<world>/smtp/postfix."""
+    if level is None:
+        sec, match = ["-l", "dane"], []
+    else:
+        sec, match = ["-l", level[0], "-F", w.pki.cert("web-ca"), "-s", host], level[1]
+    inner = ["posttls-finger"] + sec + ["-a", fam, "-o", "inet_protocols=" + fam,
+                                        "-t", str(FINGER_TIMEOUT), "-T", str(FINGER_TIMEOUT),
+                                        "-L", "summary,certmatch,dane"] + \
+        (["-w"] if wrapper else []) + ["[%s]:%d" % (host, w.ports["smtp"])] + match
     return ["unshare", "--mount", "--propagation", "private", "--",
             "/bin/sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
             _dir(w, "resolv.conf")] + inner
+
+
+def sts_level(answer):
+    """(level, [match patterns]) of an answer "OK verify|secure match=A:B ...", or None."""
+    words = answer.split()
+    if len(words) < 2 or words[0] != "OK" or words[1] not in ("verify", "secure"):
+        return None
+    match = [x for wd in words[2:] if wd.startswith("match=")
+             for x in wd[len("match="):].split(":") if x]
+    return words[1], match
 
 
 SUMMARY = re.compile(r"(Verified|Trusted|Untrusted|Anonymous) TLS connection established "
@@ -189,9 +290,23 @@ def verdict(out):
     return "untrusted", "no usable TLSA record; " + summary
 
 
-def _one(w, host, tag):
+def pkix_verdict(out):
+    """posttls-finger output at level verify/secure -> (verified | untrusted | error, evidence):
+    "Verified TLS connection established" (chain to the web CA and a matching name) or not."""
+    m = SUMMARY.search(out)
+    if m is None:
+        lines = [l for l in out.splitlines() if l.strip()]
+        return "error", "no TLS session: " + (_short(lines[-1]) if lines else "no output")
+    summary = _short(m.group(0))
+    if m.group(1) == "Verified":
+        return "verified", summary
+    vf = VERIFY_FAIL.search(out)
+    return "untrusted", ("%s; %s" % (_short(vf.group(0)), summary)) if vf else summary
+
+
+def _one(w, host, tag, fam="ipv4", wrapper=False, level=None):
     envv = dict(os.environ, MAIL_CONFIG=_dir(w, "postfix"))
-    argv = finger_argv(w, host)
+    argv = finger_argv(w, host, fam, wrapper, level)
     t0 = time.time()
     try:
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -204,32 +319,77 @@ def _one(w, host, tag):
         out, rc = out + "\n(timed out after %d s)" % CHECK_TIMEOUT, None
     except OSError as e:
         out, rc = "cannot run %s: %s" % (argv[0], e), None
-    logname = re.sub(r"[^A-Za-z0-9_.-]", "_", "%s--%s.log" % (tag, host))
+    logname = re.sub(r"[^A-Za-z0-9_.-]", "_", "%s--%s%s%s.log" % (
+        tag, host, "" if fam == "ipv4" else "--" + fam, "" if level is None else "--sts"))
     try:
         with open(_dir(w, "checks", logname), "w") as f:
             f.write("# MAIL_CONFIG=%s %s\n# exit %s, %.2f s\n%s" % (
                 shlex.quote(envv["MAIL_CONFIG"]), shlex.join(argv), rc, time.time() - t0, out))
     except OSError:
         pass
-    return verdict(out)
+    return verdict(out) if level is None else pkix_verdict(out)
+
+
+def _families(w, host):
+    """{"ipv4"|"ipv6": wrapper?} for HOST's addresses, or an error text: every address must be
+    an endpoint where posttls-finger gives a verdict, one mode per family."""
+    try:
+        addrs = addresses(w, host)
+    except OSError as e:
+        return "address lookup failed: %s" % e
+    by_addr = {s["addr"]: s for s in w.table["smtp"]}
+    fams, problems = {}, []
+    for a in addrs:
+        s = by_addr.get(a)
+        if s is None:
+            problems.append("no endpoint at %s" % a)
+        elif mode(s) not in FINGER_MODES:
+            problems.append("endpoint %s (%s) is %s: posttls-finger gives no verdict there"
+                            % (s["name"], a, mode(s)))
+        else:
+            fams.setdefault("ipv6" if ":" in a else "ipv4", set()).add(mode(s))
+    problems += ["%s endpoints mix modes %s" % (f, sorted(m)) for f, m in fams.items()
+                 if len(m) > 1]
+    if problems or not addrs:
+        return "; ".join(problems) or "no address"
+    return {f: m == {"tls-on-connect"} for f, m in sorted(fams.items())}
 
 
 def check(w, row):
-    want = row.get("smtp")
-    if not want:
-        return []
-    bad = [(h, v) for h, v in want.items() if v not in VERDICTS]
-    results = []
-    for h, v in bad:
-        results.append((False, "smtp %s %s: unknown expectation %r (use %s)"
-                        % (row["name"], h, v, " | ".join(VERDICTS))))
-    todo = [(h, v) for h, v in want.items() if v in VERDICTS]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(todo))) as ex:
-        futs = [(h, v, ex.submit(_one, w, h, row["name"])) for h, v in todo]
-        for h, v, fut in futs:
+    """`smtp` (DANE, posttls-finger -l dane) and `smtp_sts` (the row's MTA-STS answer: -l
+    verify with its match patterns and the web CA) expectations of ROW, one posttls-finger
+    run per host and address family: an expectation holds for every address of its host."""
+    results, todo = [], []
+    for field, verdicts in (("smtp", VERDICTS), ("smtp_sts", STS_VERDICTS)):
+        want = row.get(field) or {}
+        level = None
+        if field == "smtp_sts" and want:
+            level = sts_level(row["answer"])
+            if level is None:
+                results.append((False, "%s %s: the answer %r is no verify/secure policy"
+                                % (field, row["name"], row["answer"])))
+                continue
+        for h, v in want.items():
+            if v not in verdicts:
+                results.append((False, "%s %s %s: unknown expectation %r (use %s)"
+                                % (field, row["name"], h, v, " | ".join(verdicts))))
+                continue
+            fams = _families(w, h)
+            if isinstance(fams, str):
+                results.append((False, "%s %s %s: %s" % (field, row["name"], h, fams)))
+                continue
+            for f, wrapper in fams.items():
+                how = ", ".join(([f] if len(fams) > 1 else []) + (["-w"] if wrapper else []))
+                todo.append((field, h, v, how, (w, h, row["name"], f, wrapper, level)))
+    if not todo:
+        return results
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(todo)) as ex:
+        futs = [(field, h, v, how, ex.submit(_one, *args)) for field, h, v, how, args in todo]
+        for field, h, v, how, fut in futs:
             got, why = fut.result()
             ok = got == v
-            msg = "smtp %s %s: %s (posttls-finger: %s)" % (row["name"], h, got, why)
+            msg = "%s %s %s%s: %s (posttls-finger: %s)" % (
+                field, row["name"], h, " (%s)" % how if how else "", got, why)
             if not ok:
                 msg += " [expected %s]" % v
             results.append((ok, msg))

@@ -1,15 +1,23 @@
 #!/usr/bin/python3
-"""STARTTLS SMTP endpoints for the test world: one process, one listening socket per endpoint.
+"""SMTP endpoints for the test world: one process, one listening socket per endpoint.
 
 Usage: smtpd.py CONFIG.json
 
 CONFIG (written by smtp.py generate()) is
-  {"port": P, "idle_timeout": S, "endpoints": [{"name", "addr", "hostname", "chain", "key"}]}
-Every endpoint listens on addr:P and presents its own certificate chain (leaf + issuing CA)
-after STARTTLS.  The SMTP dialogue is deliberately minimal:
+  {"port": P, "idle_timeout": S,
+   "endpoints": [{"name", "addr", "hostname", "chain", "key", "mode"}]}
+Every endpoint listens on addr:P (an IPv4 address, or an IPv6 one such as ::1) and presents its
+own certificate chain (leaf + issuing CA) in TLS.  The SMTP dialogue is deliberately minimal:
 
   220 greeting; EHLO (advertises STARTTLS before TLS), HELO, STARTTLS, NOOP, RSET, QUIT;
   502 for every other command.  After STARTTLS the client must EHLO/HELO again.
+
+mode (default "starttls", the dialogue above):
+  no-starttls     EHLO lists no STARTTLS; STARTTLS gets "502 5.5.1 STARTTLS not available"
+  silent          accepts the connection and never sends a byte; reads and discards until the
+                  client closes or IDLE_TIMEOUT seconds pass without data, then closes
+  tls-on-connect  TLS handshake right after accept (port 465 style), then the dialogue above
+                  inside TLS; EHLO lists no STARTTLS, STARTTLS gets 503
 
 Limits: a command line longer than MAX_LINE bytes ends the session (500), as does IDLE_TIMEOUT
 seconds without a complete line (421) or a TLS handshake that does not finish in time.  Data
@@ -27,6 +35,7 @@ import sys
 import threading
 import time
 
+MODES = ("starttls", "no-starttls", "silent", "tls-on-connect")
 MAX_LINE = 1000          # RFC 5321 4.5.3.1.4: command line, CRLF included, is at most 512;
                          # we allow a little more and refuse beyond
 MAX_CONN = 64
@@ -41,7 +50,7 @@ def log(msg):
 class Session:
     def __init__(self, sock, peer, ep, ctx, idle):
         self.sock = sock
-        self.peer = "%s:%d" % peer
+        self.peer = ("[%s]:%d" if ":" in peer[0] else "%s:%d") % peer[:2]
         self.ep = ep
         self.ctx = ctx
         self.idle = idle
@@ -88,6 +97,9 @@ class Session:
         if self.buf:
             log("%s: discarding %d bytes pipelined after STARTTLS" % (self.tag(), len(self.buf)))
             self.buf = b""
+        self.handshake()
+
+    def handshake(self):
         self.sock.settimeout(self.idle)
         self.sock = self.ctx.wrap_socket(self.sock, server_side=True)
         self.tls = True
@@ -96,8 +108,29 @@ class Session:
         log("%s: TLS %s %s sni=%s" % (self.tag(), self.sock.version(), self.sock.cipher()[0],
                                       self.sni))
 
+    def silent(self):
+        """Never send a byte: discard what the client sends until it closes or goes idle."""
+        got = 0
+        while True:
+            self.sock.settimeout(self.idle)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                log("%s: silent, idle timeout after %d bytes, closing" % (self.tag(), got))
+                return
+            if not data:
+                log("%s: silent, EOF after %d bytes" % (self.tag(), got))
+                return
+            got += len(data)
+
     def run(self):
         host = self.ep["hostname"]
+        mode = self.ep.get("mode", "starttls")
+        if mode == "silent":
+            return self.silent()
+        if mode == "tls-on-connect":
+            self.handshake()
+        offer_tls = mode == "starttls"
         self.send("220 %s %s" % (host, BANNER))
         while True:
             line = self.readline()
@@ -111,7 +144,8 @@ class Session:
                     self.send("501 5.5.4 Syntax: EHLO hostname")
                     continue
                 self.helo = arg
-                self.reply(250, [host] + ([] if self.tls else ["STARTTLS"]) + ["8BITMIME"])
+                self.reply(250, [host] + (["STARTTLS"] if offer_tls and not self.tls else [])
+                           + ["8BITMIME"])
             elif verb == "HELO":
                 if not arg:
                     self.send("501 5.5.4 Syntax: HELO hostname")
@@ -121,6 +155,8 @@ class Session:
             elif verb == "STARTTLS":
                 if self.tls:
                     self.send("503 5.5.1 TLS already active")
+                elif not offer_tls:
+                    self.send("502 5.5.1 STARTTLS not available")
                 elif arg:
                     self.send("501 5.5.4 Syntax: STARTTLS")
                 else:
@@ -163,14 +199,20 @@ class Server:
 
     def listen(self):
         for ep in self.endpoints:
+            if ep.get("mode", "starttls") not in MODES:
+                raise SystemExit("smtpd: endpoint %s: unknown mode %r" % (ep["name"], ep["mode"]))
             ctx = self.context(ep)
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            family = socket.AF_INET6 if ":" in ep["addr"] else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.bind((ep["addr"], self.port))
             s.listen(16)
             s.setblocking(False)
             self.sel.register(s, selectors.EVENT_READ, (ep, ctx))
-            log("listening %s %s:%d (%s)" % (ep["name"], ep["addr"], self.port, ep["hostname"]))
+            log("listening %s %s port %d (%s, %s)" % (ep["name"], ep["addr"], self.port,
+                                                     ep["hostname"], ep.get("mode", "starttls")))
 
     def serve_one(self, sess):
         try:
@@ -181,7 +223,8 @@ class Server:
             self._linger(sess.sock)
         except socket.timeout:
             log("%s: idle timeout, closing" % sess.tag())
-            self._try(sess.send, "421 4.4.2 Idle timeout, closing connection")
+            if sess.tls or sess.ep.get("mode") != "tls-on-connect":  # no plaintext in its place
+                self._try(sess.send, "421 4.4.2 Idle timeout, closing connection")
             self._linger(sess.sock)
         except ssl.SSLError as e:
             log("%s: TLS error: %s" % (sess.tag(), e))
