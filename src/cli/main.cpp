@@ -81,10 +81,12 @@ void usage(FILE* to) {
         "                               the cache cannot be written, 66 input unreadable\n"
         "  probe [--port N] [--tls-on-connect] [--ipv4|--ipv6] [--timeout S] [--json]\n"
         "        TARGET...              connect to the mail servers of each TARGET (a domain,\n"
-        "                               an email address, [host] or [host]:port) and check\n"
-        "                               them against the computed policy (DANE, MTA-STS);\n"
-        "                               never sends mail. Exit 0 all passed, 1 some failed,\n"
-        "                               2 none reachable, 75 policy lookup failed\n"
+        "                               an email address, [host], [host]:port, [IP]) and\n"
+        "                               check them against the computed policy (DANE,\n"
+        "                               MTA-STS); never sends mail. --port 1-65535 (25),\n"
+        "                               --timeout 1-3600 s per step. Exit 0 all passed, 1 some\n"
+        "                               failed or unreachable, 2 no server greeted (or none\n"
+        "                               exists), 75 the policy lookup failed (worst wins)\n"
         "  cache list                   one line per cached domain: policy, source, expiry\n"
         "  cache show DOMAIN            the cached row of DOMAIN as JSON (exit 1: none)\n"
         "  cache purge [DOMAIN]         forget DOMAIN (all domains without one): through the\n"
@@ -712,30 +714,38 @@ int probe_command(const std::string& path, int argc, char** argv) {
     std::unique_ptr<CacheStore> store;
     if (auto st = CacheStore::open_readonly(cfg->cache.path)) store = std::move(*st);
 
-    int worst = 0;
+    // Every target is checked before any is probed.
+    std::vector<ProbeTarget> parsed;
     for (const std::string& text : targets) {
-        const ProbeTarget target = parse_probe_target(text);
-        if (target.kind == ProbeTarget::Kind::Invalid) {
+        parsed.push_back(parse_probe_target(text));
+        if (parsed.back().kind == ProbeTarget::Kind::Invalid) {
             std::fprintf(stderr, "tlspolicy: %s: %s\n", log::sanitize(text).c_str(),
-                         target.error.c_str());
+                         parsed.back().error.c_str());
             return kExitUsage;
         }
+    }
+    int worst = 0;
+    for (const ProbeTarget& target : parsed) {
         EventBasePtr base(event_base_new());
         if (!base) {
             std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
             return 1;
         }
-        // TLSA records are looked up at the port probed (RFC 7672 §2.2.3).
+        // The policy is computed as the daemon does (TLSA at _25._tcp); the hosts are judged
+        // by the TLSA records of the port probed (RFC 7672 §2.2.3), from a second engine.
         const uint16_t port = target.port ? target.port : options.port;
-        auto engine = DomainEngine::create(base.get(), *cfg, {}, port);
-        if (!engine) {
+        auto engine = DomainEngine::create(base.get(), *cfg);
+        auto port_engine = port == 25 ? DomainEngine::create(base.get(), *cfg)
+                                      : DomainEngine::create(base.get(), *cfg, {}, port);
+        if (!engine || !port_engine) {
             std::fprintf(stderr, "tlspolicy: cannot start the policy engine: %s\n",
-                         engine.error().message.c_str());
+                         (!engine ? engine : port_engine).error().message.c_str());
             return kExitConfig;
         }
+        DomainEngine& facts_engine = port == 25 ? **engine : **port_engine;
         std::optional<TargetReport> report;
         {
-            Prober prober(base.get(), *cfg, **engine, store.get(), options);
+            Prober prober(base.get(), *cfg, **engine, facts_engine, store.get(), options);
             prober.run(target, [&](TargetReport r) {
                 report = std::move(r);
                 event_base_loopbreak(base.get());

@@ -191,7 +191,7 @@ Judgement judge_probe(const HostNeed& need, const std::string& host, const SmtpP
     if (!p.connected) return {AddrStatus::Unreachable, where};
     if (!p.tls) {
         // No SMTP conversation at all: Postfix moves on whatever the policy.
-        if (p.stage == ProbeStage::Banner || p.stage == ProbeStage::Ehlo)
+        if (p.stage == ProbeStage::Banner || p.stage == ProbeStage::Ehlo || p.banner.empty())
             return {AddrStatus::Unreachable, where};
         if (need.need == Need::Opportunistic)
             return {AddrStatus::Plaintext,
@@ -341,8 +341,9 @@ std::string report_text(const TargetReport& r) {
                     out += "; names";
                     for (const auto& d : c.dns_names) out += " " + d;
                 }
-                out += "\n    cipher: " + a.probe.cipher + "\n";
+                out += "\n";
             }
+            out += "    cipher: " + a.probe.cipher + "\n";
         }
     }
     out += "verdict: " + std::string(verdict_name(r.verdict)) + ": " + r.verdict_reason + "\n";
@@ -402,17 +403,20 @@ std::string report_json(const TargetReport& r) {
 struct Prober::Run : std::enable_shared_from_this<Run> {
     event_base* base = nullptr;
     const Config* config = nullptr;
-    DomainEngine* engine = nullptr;
+    DomainEngine* engine = nullptr;        // the policy (TLSA at _25._tcp, as the daemon)
+    DomainEngine* facts_engine = nullptr;  // the hosts (TLSA at the port probed)
     CacheStore* store = nullptr;
     ProbeOptions options;
     Callback done;
     TargetReport report;
     uint16_t port = 25;
     std::shared_ptr<const Resolution> resolution;
-    DaneFacts host_facts;  // Host targets
+    DaneFacts host_facts;  // Host targets, or the facts at another port
     std::vector<std::unique_ptr<SmtpProbe>> probes;
     std::size_t next = 0, running = 0, finished = 0;
     bool cancelled = false;
+    bool no_sni = false;
+    bool capped = false;  // kMaxProbeAddresses reached
 
     const PolicySettings& settings() const { return config->policy; }
 
@@ -448,8 +452,17 @@ struct Prober::Run : std::enable_shared_from_this<Run> {
                     }
                 }
                 self->report.policy = std::move(a);
-                self->with_facts(res->facts,
-                                 res->sts.outcome.policy ? res->sts.outcome.policy.get() : nullptr);
+                const StoredStsPolicy* sts =
+                    res->sts.outcome.policy ? res->sts.outcome.policy.get() : nullptr;
+                if (self->facts_engine == self->engine) return self->with_facts(res->facts, sts);
+                // Another port: the policy is the port-25 one Postfix gets, but the hosts are
+                // judged by the TLSA records of the port probed (RFC 7672 §2.2.3).
+                self->facts_engine->dane_engine().gather(
+                    self->report.target.name, [self, sts](const DaneFacts& f, const DaneDecision&) {
+                        if (self->cancelled) return;
+                        self->host_facts = f;
+                        self->with_facts(self->host_facts, sts);
+                    });
             });
             return;
         }
@@ -464,9 +477,10 @@ struct Prober::Run : std::enable_shared_from_this<Run> {
             (target.name.find(':') != std::string::npos ? h.aaaa : h.a).addresses = {target.name};
             facts.hosts.push_back(h);
             host_facts = facts;
+            no_sni = true;  // RFC 6066 §3: a literal address is not a server name
             return with_facts(host_facts, nullptr);
         }
-        engine->dane_engine().gather_host(target.name,
+        facts_engine->dane_engine().gather_host(target.name,
                                           [self](const DaneFacts& f, const DaneDecision&) {
                                               if (self->cancelled) return;
                                               self->host_facts = f;
@@ -503,6 +517,14 @@ struct Prober::Run : std::enable_shared_from_this<Run> {
             if (report.target.kind == ProbeTarget::Kind::Host && o == Outcome::NotFound)
                 need.why = "no policy for a next-hop; judged as Postfix's dane level: " + need.why;
             for (const std::string& addr : addrs) {
+                if (report.addresses.size() >= kMaxProbeAddresses) {
+                    if (!capped)
+                        report.notes.push_back(
+                            {h.name, "address " + addr + " and any after it not probed (at most " +
+                                         std::to_string(kMaxProbeAddresses) + " addresses)"});
+                    capped = true;
+                    break;
+                }
                 AddressReport a;
                 a.host = h.name;
                 a.address = addr;
@@ -537,7 +559,7 @@ struct Prober::Run : std::enable_shared_from_this<Run> {
             SmtpProbeSettings s;
             s.address = a.address;
             s.port = a.port;
-            s.sni = a.need.sni;
+            s.sni = no_sni ? "" : a.need.sni;
             s.helo = options.helo;
             s.tls_on_connect = options.tls_on_connect;
             s.connect_timeout_ms = options.connect_timeout_ms;
@@ -571,9 +593,14 @@ struct Prober::Run : std::enable_shared_from_this<Run> {
     }
 };
 
-Prober::Prober(event_base* base, const Config& config, DomainEngine& engine, CacheStore* store,
-               ProbeOptions options)
-    : base_(base), config_(config), engine_(engine), store_(store), options_(std::move(options)) {}
+Prober::Prober(event_base* base, const Config& config, DomainEngine& engine,
+               DomainEngine& facts_engine, CacheStore* store, ProbeOptions options)
+    : base_(base),
+      config_(config),
+      engine_(engine),
+      facts_engine_(facts_engine),
+      store_(store),
+      options_(std::move(options)) {}
 
 Prober::~Prober() {
     if (current_) current_->cancelled = true;
@@ -584,6 +611,7 @@ void Prober::run(const ProbeTarget& target, Callback cb) {
     r->base = base_;
     r->config = &config_;
     r->engine = &engine_;
+    r->facts_engine = &facts_engine_;
     r->store = store_;
     r->options = options_;
     r->done = std::move(cb);

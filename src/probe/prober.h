@@ -84,6 +84,8 @@ Judgement judge_probe(const HostNeed& need, const std::string& host, const SmtpP
 
 // ---- reports ----
 
+inline constexpr std::size_t kMaxProbeAddresses = 64;  // conversations per target
+
 struct AddressReport {
     std::string host, address;
     uint16_t port = 25;
@@ -134,10 +136,11 @@ struct ProbeOptions {
 class Prober {
   public:
     using Callback = std::function<void(TargetReport)>;
-    // `engine` looks up TLSA records at _<options.port>._tcp; `store` (may be null) is the
-    // cache file, read only.
-    Prober(event_base* base, const Config& config, DomainEngine& engine, CacheStore* store,
-           ProbeOptions options);
+    // `engine` computes the policy as the daemon does (TLSA at _25._tcp); `facts_engine`
+    // (the same one for port 25) gives the hosts' facts with TLSA at the port probed. `store`
+    // (may be null) is the cache file, read only.
+    Prober(event_base* base, const Config& config, DomainEngine& engine,
+           DomainEngine& facts_engine, CacheStore* store, ProbeOptions options);
     ~Prober();
     // Probes one target (one at a time per Prober); cb is called once, possibly before run()
     // returns (a target with nothing to connect to).
@@ -148,6 +151,7 @@ class Prober {
     event_base* base_;
     const Config& config_;
     DomainEngine& engine_;
+    DomainEngine& facts_engine_;
     CacheStore* store_;
     ProbeOptions options_;
     std::shared_ptr<Run> current_;

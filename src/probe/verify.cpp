@@ -92,6 +92,37 @@ std::string usage_name(const TlsaRecord& r) {
 
 }  // namespace
 
+bool dane_name_matches(const std::string& der, const std::string& name) {
+    auto lower = [](std::string x) {
+        for (char& c : x)
+            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+        return x;
+    };
+    const std::string want = lower(name);
+    const CertSummary c = describe_certificate(der);
+    if (!c.error.empty()) return false;
+    std::vector<std::string> ids = c.dns_names;
+    if (ids.empty()) {  // RFC 7672 §3.2.3: the CN only when there are no DNS-IDs
+        CrtPtr crt = parse(der);
+        char cn[256];
+        size_t size = sizeof cn;
+        if (crt && gnutls_x509_crt_get_dn_by_oid(crt.get(), GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn,
+                                                 &size) == 0)
+            ids.emplace_back(cn, size);
+    }
+    for (const std::string& raw : ids) {
+        const std::string id = lower(raw);
+        if (id == want) return true;
+        // "*" only as the whole left-most label, standing for exactly one label.
+        if (id.size() > 2 && id.compare(0, 2, "*.") == 0) {
+            const auto dot = want.find('.');
+            if (dot != std::string::npos && dot > 0 && want.substr(dot) == id.substr(1))
+                return true;
+        }
+    }
+    return false;
+}
+
 CertSummary describe_certificate(const std::string& der) {
     CertSummary s;
     CrtPtr crt = parse(der);
@@ -111,6 +142,7 @@ CertSummary describe_certificate(const std::string& der) {
         size_t size = sizeof name;
         unsigned critical = 0;
         const int type = gnutls_x509_crt_get_subject_alt_name(crt.get(), i, name, &size, &critical);
+        if (type == GNUTLS_E_SHORT_MEMORY_BUFFER) continue;  // no DNS name is that long
         if (type < 0) break;  // GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE ends the list
         if (type == GNUTLS_SAN_DNSNAME) s.dns_names.push_back(log::sanitize({name, size}, 255));
     }
@@ -160,6 +192,10 @@ CertCheck verify_dane(const std::vector<std::string>& chain, const std::vector<T
             }
         }
         if (!match) continue;
+        // A copy of a certificate below it is no trust anchor (GnuTLS would trust the copy).
+        bool repeated = false;
+        for (std::size_t i = 0; i < depth; ++i) repeated = repeated || chain[i] == chain[depth];
+        if (repeated) continue;
         gnutls_x509_trust_list_t raw = nullptr;
         if (gnutls_x509_trust_list_init(&raw, 0) != 0) {
             out.reason = "cannot create a trust list";
@@ -187,7 +223,7 @@ CertCheck verify_dane(const std::vector<std::string>& chain, const std::vector<T
             continue;
         }
         for (const std::string& name : names) {
-            if (gnutls_x509_crt_check_hostname2(crts[0].get(), name.c_str(), 0)) {
+            if (dane_name_matches(chain[0], name)) {
                 out.ok = true;
                 out.how = usage_name(*match) + " at depth " + std::to_string(depth) + ", name " +
                           name;

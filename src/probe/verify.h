@@ -44,6 +44,10 @@ CertCheck verify_dane(const std::vector<std::string>& chain, const std::vector<T
 CertCheck verify_pkix(const std::vector<std::string>& chain, const std::string& ca_file,
                       const std::string& hostname);
 
+// RFC 7672 §3.2.3: is the certificate for `name`? DNS-IDs (the CN only when there are none),
+// case-insensitive, "*" only as the whole left-most label for exactly one label.
+bool dane_name_matches(const std::string& der, const std::string& name);
+
 // Does the TLSA record's association data match `der` (selector and matching type applied)?
 bool tlsa_matches(const TlsaRecord& record, const std::string& der);
 

@@ -208,6 +208,9 @@ std::vector<Scenario> scenarios() {
         if (const auto* smtp = r["smtp"].as_table())
             for (const auto& [host, verdict] : *smtp)
                 row.smtp[std::string(host.str())] = verdict.value_or(std::string());
+        if (const auto* smtp = r["smtp_sts"].as_table())
+            for (const auto& [host, verdict] : *smtp)
+                row.smtp_sts[std::string(host.str())] = verdict.value_or(std::string());
         out.push_back(row);
     }
     return out;

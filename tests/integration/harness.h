@@ -56,6 +56,7 @@ struct Scenario {
     bool bogus = false;                         // some DNS check of the row expects a bogus answer
     std::string domain;                         // the row's `domain`
     std::map<std::string, std::string> smtp;    // MX host -> posttls-finger verdict (world check)
+    std::map<std::string, std::string> smtp_sts;  // the same at Postfix's verify level
 };
 std::vector<Scenario> scenarios();
 // The world's SMTP endpoints: host name (first certificate name) -> mode ("starttls",
