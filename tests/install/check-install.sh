@@ -25,7 +25,7 @@ for f in sbin/tlspolicyd bin/tlspolicy etc/tlspolicyd/tlspolicyd.toml \
   lib/systemd/system/tlspolicy-prefetch.service lib/systemd/system/tlspolicy-prefetch.timer \
   share/man/man8/tlspolicyd.8 share/man/man1/tlspolicy.1 share/man/man5/tlspolicyd.toml.5 \
   share/doc/tlspolicyd/README.md share/doc/tlspolicyd/operations.md \
-  share/doc/tlspolicyd/postfix.md share/doc/tlspolicyd/exim.md \
+  share/doc/tlspolicyd/postfix.md share/doc/tlspolicyd/exim.md share/doc/tlspolicyd/probe.md \
   share/doc/tlspolicyd/tlspolicy-prefetch.cron; do
   if [ -s "$root/$f" ]; then ok; else bad "$prefix/$f not installed"; fi
 done
