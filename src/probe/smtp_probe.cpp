@@ -109,9 +109,10 @@ struct SmtpProbe::Impl {
     void finish() {
         if (finished) return;
         finished = true;
-        event_del(read_ev.get());
-        event_del(write_ev.get());
-        evtimer_del(timer.get());
+        // The events do not exist yet when start() failed before the socket was made.
+        if (read_ev) event_del(read_ev.get());
+        if (write_ev) event_del(write_ev.get());
+        if (timer) evtimer_del(timer.get());
         if (session && result.tls) gnutls_bye(session.get(), GNUTLS_SHUT_WR);  // best effort
         session.reset();
         fd.reset();
@@ -278,7 +279,7 @@ struct SmtpProbe::Impl {
                 !std::isdigit(static_cast<unsigned char>(line[1])) ||
                 !std::isdigit(static_cast<unsigned char>(line[2])) ||
                 (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
-                bad = "not an SMTP reply: " + log::sanitize(line, 80);
+                bad = "not an SMTP reply: " + line.substr(0, 80);  // fail() sanitizes
                 return std::nullopt;
             }
             const int code = std::stoi(line.substr(0, 3));
@@ -361,7 +362,9 @@ struct SmtpProbe::Impl {
             return fail("cannot allocate TLS credentials", false);
         cred.reset(c);
         gnutls_session_t s = nullptr;
-        if (gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_NONBLOCK) != 0)
+        // GNUTLS_NO_SIGNAL: a server that drops the connection must not kill `tlspolicy` with
+        // SIGPIPE (the CLI does not ignore it; the plaintext path uses MSG_NOSIGNAL).
+        if (gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL) != 0)
             return fail("cannot create a TLS session", false);
         session.reset(s);
         // No verification during the handshake: the chain is judged afterwards
