@@ -122,6 +122,16 @@ std::optional<Config> load_or_complain(const std::string& path) {
     return std::move(*cfg);
 }
 
+// The same for commands that log: [log] level, format and syslog take effect.
+std::optional<Config> load_with_logging(const std::string& path) {
+    auto cfg = load_or_complain(path);
+    if (cfg) {
+        log::set_level(cfg->log.level);
+        log::set_output(cfg->log.format, cfg->log.syslog);
+    }
+    return cfg;
+}
+
 int check_config(const std::string& path, int argc, char** argv) {
     bool keys = false;
     for (int i = 0; i < argc; ++i) {
@@ -173,10 +183,8 @@ int query(const std::string& path, int argc, char** argv) {
         usage(stderr);
         return kExitUsage;
     }
-    auto cfg = load_or_complain(path);
+    auto cfg = load_with_logging(path);
     if (!cfg) return kExitConfig;
-    log::set_level(cfg->log.level);
-    log::set_output(cfg->log.format, cfg->log.syslog);
     EventBasePtr base(event_base_new());
     if (!base) {
         std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
@@ -354,10 +362,8 @@ int prefetch_command(const std::string& path, int argc, char** argv) {
         }
     }
     if (files.empty() && maillogs.empty() && top == 0) files.push_back("-");
-    auto cfg = load_or_complain(path);
+    auto cfg = load_with_logging(path);
     if (!cfg) return kExitConfig;
-    log::set_level(cfg->log.level);
-    log::set_output(cfg->log.format, cfg->log.syslog);
 
     std::string holder;
     auto lock = PrefetchLock::take(cfg->cache.path, holder);
@@ -706,10 +712,8 @@ int probe_command(const std::string& path, int argc, char** argv) {
         usage(stderr);
         return kExitUsage;
     }
-    auto cfg = load_or_complain(path);
+    auto cfg = load_with_logging(path);
     if (!cfg) return kExitConfig;
-    log::set_level(cfg->log.level);
-    log::set_output(cfg->log.format, cfg->log.syslog);
     options.helo = probe_helo();
     std::unique_ptr<CacheStore> store;
     if (auto st = CacheStore::open_readonly(cfg->cache.path)) store = std::move(*st);

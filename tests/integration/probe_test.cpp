@@ -71,8 +71,11 @@ Probe probe(const std::string& cfg, std::vector<std::string> args) {
     return p;
 }
 
-std::string at(const std::string& addr) {
-    return addr + ":" + harness::world_env("SMTP_PORT");
+// The first address line of `host`, or null.
+const AddrLine* line_of(const Probe& p, const std::string& host) {
+    for (const AddrLine& a : p.addresses)
+        if (a.host == host) return &a;
+    return nullptr;
 }
 
 }  // namespace
@@ -98,9 +101,8 @@ TEST_CASE("probe: every world domain with SMTP endpoints, against posttls-finger
         INFO(p.run.out << p.run.err);
         for (const auto& [host, finger] : sc.smtp) {
             CAPTURE(host);
-            const auto it = std::find_if(p.addresses.begin(), p.addresses.end(),
-                                         [&](const AddrLine& a) { return a.host == host; });
-            REQUIRE(it != p.addresses.end());
+            const AddrLine* it = line_of(p, host);
+            REQUIRE(it != nullptr);
             const std::string want = finger == "untrusted" ? "encrypted" : finger;
             CHECK(it->status == want);
             ++rows;
@@ -122,9 +124,8 @@ TEST_CASE("probe: every MTA-STS domain with SMTP endpoints, against posttls-fing
         INFO(p.run.out << p.run.err);
         for (const auto& [host, finger] : sc.smtp_sts) {
             CAPTURE(host);
-            const auto it = std::find_if(p.addresses.begin(), p.addresses.end(),
-                                         [&](const AddrLine& a) { return a.host == host; });
-            REQUIRE(it != p.addresses.end());
+            const AddrLine* it = line_of(p, host);
+            REQUIRE(it != nullptr);
             CHECK(it->status == (finger == "verified" ? "verified" : "failed"));
             ++rows;
         }

@@ -8,6 +8,7 @@
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include "gnutls_raii.h"
 #include "got_want.h"
 
 #include <algorithm>
@@ -615,29 +616,10 @@ void check_decision(const DaneDecision& d, const DecideRow& row) {
 // ---------------------------------------------------------------------------------------------
 // GnuTLS: a real self-signed certificate and its SubjectPublicKeyInfo, DER
 
-template <auto Fn>
-struct Deleter {
-    template <class T>
-    void operator()(T* p) const {
-        Fn(p);
-    }
-};
-using PrivkeyPtr = std::unique_ptr<std::remove_pointer_t<gnutls_x509_privkey_t>,
-                                   Deleter<gnutls_x509_privkey_deinit>>;
-using CrtPtr =
-    std::unique_ptr<std::remove_pointer_t<gnutls_x509_crt_t>, Deleter<gnutls_x509_crt_deinit>>;
-using PubkeyPtr =
-    std::unique_ptr<std::remove_pointer_t<gnutls_pubkey_t>, Deleter<gnutls_pubkey_deinit>>;
-
-// Owns the buffer of a gnutls_*_export2 result.
-struct Datum {
-    gnutls_datum_t d{nullptr, 0};
-    Datum() = default;
-    Datum(const Datum&) = delete;
-    Datum& operator=(const Datum&) = delete;
-    ~Datum() { gnutls_free(d.data); }
-    std::string str() const { return std::string(reinterpret_cast<const char*>(d.data), d.size); }
-};
+using testutil::CrtPtr;
+using testutil::Datum;
+using testutil::PrivkeyPtr;
+using testutil::PubkeyPtr;
 
 struct Der {
     std::string certificate;  // X.509 certificate (selector 0)

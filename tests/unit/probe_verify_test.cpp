@@ -8,6 +8,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include "gnutls_raii.h"
 #include "got_want.h"
 
 #include <unistd.h>
@@ -37,31 +38,11 @@ bool contains(const std::string& haystack, const std::string& needle) {
 // ---------------------------------------------------------------------------------------------
 // GnuTLS RAII
 
-template <auto Fn>
-struct Deleter {
-    template <class T>
-    void operator()(T* p) const {
-        Fn(p);
-    }
-};
-using PrivkeyPtr = std::unique_ptr<std::remove_pointer_t<gnutls_x509_privkey_t>,
-                                   Deleter<gnutls_x509_privkey_deinit>>;
-using CrtPtr =
-    std::unique_ptr<std::remove_pointer_t<gnutls_x509_crt_t>, Deleter<gnutls_x509_crt_deinit>>;
-using AbsPrivkeyPtr =
-    std::unique_ptr<std::remove_pointer_t<gnutls_privkey_t>, Deleter<gnutls_privkey_deinit>>;
-using PubkeyPtr =
-    std::unique_ptr<std::remove_pointer_t<gnutls_pubkey_t>, Deleter<gnutls_pubkey_deinit>>;
-
-// Owns the buffer of a gnutls_*_export2 result.
-struct Datum {
-    gnutls_datum_t d{nullptr, 0};
-    Datum() = default;
-    Datum(const Datum&) = delete;
-    Datum& operator=(const Datum&) = delete;
-    ~Datum() { gnutls_free(d.data); }
-    std::string str() const { return std::string(reinterpret_cast<const char*>(d.data), d.size); }
-};
+using testutil::AbsPrivkeyPtr;
+using testutil::CrtPtr;
+using testutil::Datum;
+using testutil::PrivkeyPtr;
+using testutil::PubkeyPtr;
 
 // An ECDSA P-256 key, shared by the certificates that use it.
 using Key = std::shared_ptr<std::remove_pointer_t<gnutls_x509_privkey_t>>;
