@@ -391,7 +391,7 @@ void PolicyCache::load_file() {
         store_.reset();
         return;
     }
-    last_seq_ = *seq;
+    cursor_ = ChangeCursor{*seq, {}, false};
     const int64_t now = clock_();
     // One allocation of the buckets instead of rehashing all the way up.
     entries_.reserve(std::min<std::size_t>(settings_.max_entries, 1u << 20));
@@ -693,24 +693,39 @@ void PolicyCache::rewrite_all() {
 }
 
 void PolicyCache::sync_file() {
-    auto changed = store_->changed();
-    if (changed && !*changed) return;
-    auto ch = changed ? store_->changes_since(last_seq_) : Result<CacheChanges>(changed.error());
-    if (!ch) {
-        log::warning(ch.error().message + "; will look again");
+    auto failed = [this](const Error& e) {
+        log::warning(e.message + "; will look again");
         if (store_->failure() == StoreFailure::Corrupt) {
             store_.reset();
             if (writer_) writer_->request_recovery();
         }
-        return;
+    };
+    if (!more_changes_) {
+        auto changed = store_->changed();
+        if (!changed) return failed(changed.error());
+        if (!*changed) return;
     }
+    // Other writers' changes in bounded batches (a prefetch of a million domains is not read
+    // in one go), for at most kSyncBudgetMs per tick; the rest follows on the next ticks.
+    const auto started = std::chrono::steady_clock::now();
+    do {
+        auto ch = store_->changes_since(cursor_, kSyncBatchRows);
+        if (!ch) return failed(ch.error());
+        apply_changes(*ch);
+        cursor_ = ch->next;
+        more_changes_ = ch->more;
+    } while (more_changes_ && std::chrono::steady_clock::now() - started <
+                                  std::chrono::milliseconds(kSyncBudgetMs));
+}
+
+void PolicyCache::apply_changes(const CacheChanges& ch) {
     const int64_t now = clock_();
     // Purges first: a row written after a purge (a higher seq) comes back below.
-    for (const auto& p : ch->purged) {
+    for (const auto& p : ch.purged) {
         ++stats_.synced_purges;
         forget(p);
     }
-    for (const auto& row : ch->rows) {
+    for (const auto& row : ch.rows) {
         StsPolicyPtr sts = sts_policy_from_row(row);
         if (sts) engine_.remember_sts(row.domain, sts);
         if (row.stale_until <= now) continue;
@@ -723,7 +738,6 @@ void PolicyCache::sync_file() {
         e.last_used = last_used;
         ++stats_.synced_rows;
     }
-    last_seq_ = std::max(last_seq_, ch->seq);
 }
 
 void PolicyCache::tick() {
@@ -754,7 +768,8 @@ void PolicyCache::tick() {
         open_file();
         if (store_) {
             auto seq = store_->last_seq();
-            last_seq_ = seq ? *seq : 0;
+            cursor_ = ChangeCursor{seq ? *seq : 0, {}, false};
+            more_changes_ = false;
         }
     }
     if (store_) sync_file();

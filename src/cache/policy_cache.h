@@ -39,6 +39,8 @@
 namespace tlspolicy {
 
 inline constexpr int kSyncSeconds = 1;                 // how often the file is checked for changes
+inline constexpr std::size_t kSyncBatchRows = 2000;   // other writers' rows read at a time
+inline constexpr int kSyncBudgetMs = 50;               // loop time one sync may take
 inline constexpr int kHitFlushSeconds = 10;            // how often hit counts are written
 inline constexpr int kReopenSeconds = 30;              // how often an unusable file is tried again
 inline constexpr int64_t kDeadRowSeconds = 7 * 86400;  // rows dead this long leave the file
@@ -118,6 +120,7 @@ class PolicyCache : public PolicyEngine {
     void open_file();
     void load_file();
     void sync_file();
+    void apply_changes(const CacheChanges& changes);
     void flush_hits();
     void rewrite_all();
 
@@ -132,7 +135,8 @@ class PolicyCache : public PolicyEngine {
     bool use_file_;
     std::unique_ptr<CacheStore> store_;  // the loop's connection: loading and syncing
     std::unique_ptr<CacheWriter> writer_;
-    int64_t last_seq_ = 0;
+    ChangeCursor cursor_;        // how far other writers' changes have been read
+    bool more_changes_ = false;  // the last sync stopped at its batch limit
     int64_t next_reopen_ = 0;
     int64_t next_hit_flush_ = 0;
     int64_t next_housekeeping_ = 0;

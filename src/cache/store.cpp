@@ -22,7 +22,7 @@ namespace tlspolicy {
 namespace {
 
 // Index i upgrades a file from schema version i to i + 1; open() runs the missing ones in one
-// transaction, so version 2 is one more entry here (and kCacheSchemaVersion = 2).
+// transaction, so version 3 is one more entry here (and kCacheSchemaVersion = 3).
 constexpr const char* kMigrations[] = {
     R"sql(
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -70,6 +70,12 @@ CREATE VIEW policies AS SELECT
          ELSE strftime('%Y-%m-%dT%H:%M:%SZ', last_used, 'unixepoch') END AS last_used,
     details
 FROM entries;
+)sql",
+    // 1 -> 2: other writers' changes are read in (seq, domain) batches (changes_since with a
+    // cursor), which this index serves in order without sorting.
+    R"sql(
+DROP INDEX entries_seq;
+CREATE INDEX entries_seq ON entries(seq, domain);
 )sql",
 };
 static_assert(std::size(kMigrations) == kCacheSchemaVersion);
@@ -773,6 +779,11 @@ Result<bool> CacheStore::changed() {
 // them apart would need each purge's seq). CacheChanges.seq is the file's seq, which also
 // covers this process's own writes, so the next call does not scan them again.
 Result<CacheChanges> CacheStore::changes_since(int64_t seq) {
+    return changes_since(ChangeCursor{seq, {}, false}, SIZE_MAX);
+}
+
+Result<CacheChanges> CacheStore::changes_since(const ChangeCursor& from, std::size_t max_rows) {
+    const int64_t seq = from.seq;
     const Db db(db_.get(), path_);
     CacheChanges out;
     out.seq = seq;
@@ -786,28 +797,52 @@ Result<CacheChanges> CacheStore::changes_since(int64_t seq) {
         out.seq = std::max<int64_t>(out.seq, top);
 
         StmtPtr s;
+        // (seq, domain) order, straight from the entries_seq index.
         if (auto e = db.prepare(std::string("SELECT ") + kRowColumns +
-                                    " FROM entries WHERE seq > ?1 AND writer != ?2 ORDER BY seq",
+                                    " FROM entries WHERE (seq > ?1 OR (?4 AND seq = ?1 AND "
+                                    "domain > ?3)) AND writer != ?2 ORDER BY seq, domain LIMIT ?5",
                                 s, "cannot read changes"))
             return e;
         sqlite3_bind_int64(s.get(), 1, seq);
         bind_text(s.get(), 2, writer_);
+        bind_text(s.get(), 3, from.domain);
+        sqlite3_bind_int(s.get(), 4, from.inside ? 1 : 0);
+        const std::size_t limit = max_rows == SIZE_MAX ? max_rows : max_rows + 1;
+        sqlite3_bind_int64(s.get(), 5,
+                           limit > static_cast<std::size_t>(INT64_MAX) ? -1
+                                                                       : static_cast<int64_t>(limit));
         if (auto e = read_rows(s.get(), db, "cannot read changes",
                                [&](CacheRow&& r) { out.rows.push_back(std::move(r)); }))
             return e;
-        for (const CacheRow& r : out.rows)
-            out.seq = std::max<int64_t>(out.seq, r.seq);
+        // One row past the limit says whether there is more; it is read again next time.
+        int64_t purge_top = INT64_MAX;
+        if (max_rows != SIZE_MAX && out.rows.size() > max_rows) {
+            out.rows.resize(max_rows);
+            out.more = true;
+        }
+        if (out.more) {
+            out.next = ChangeCursor{out.rows.back().seq, out.rows.back().domain, true};
+            out.seq = out.rows.back().seq;
+            purge_top = out.rows.back().seq;
+        } else {
+            for (const CacheRow& r : out.rows)
+                out.seq = std::max<int64_t>(out.seq, r.seq);
+            out.next = ChangeCursor{out.seq, {}, false};
+        }
 
-        if (auto e = db.prepare("SELECT seq, domain FROM purges WHERE seq > ?1 AND writer != ?2 "
-                                "ORDER BY seq",
+        // Purges of a sequence number already passed (from.inside: its rows were being read)
+        // were returned with the batch that reached it.
+        if (auto e = db.prepare("SELECT seq, domain FROM purges WHERE seq > ?1 AND seq <= ?3 AND "
+                                "writer != ?2 ORDER BY seq",
                                 s, "cannot read changes"))
             return e;
         sqlite3_bind_int64(s.get(), 1, seq);
         bind_text(s.get(), 2, writer_);
+        sqlite3_bind_int64(s.get(), 3, purge_top);
         int rc;
         while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
             if (sqlite3_column_type(s.get(), 1) != SQLITE_TEXT) continue;
-            out.seq = std::max<int64_t>(out.seq, sqlite3_column_int64(s.get(), 0));
+            if (!out.more) out.seq = std::max<int64_t>(out.seq, sqlite3_column_int64(s.get(), 0));
             const auto* t = sqlite3_column_text(s.get(), 1);
             out.purged.emplace_back(reinterpret_cast<const char*>(t),
                                     static_cast<std::size_t>(sqlite3_column_bytes(s.get(), 1)));

@@ -25,7 +25,7 @@
 
 namespace tlspolicy {
 
-inline constexpr int kCacheSchemaVersion = 1;
+inline constexpr int kCacheSchemaVersion = 2;
 
 // One domain's cached answer and what it rests on: a row of the `entries` table.
 struct CacheRow {
@@ -61,10 +61,21 @@ struct HitDelta {
 };
 
 // What other writers changed since a sequence number.
+// Where a reader of other writers' changes stands: after every change with a sequence number
+// up to `seq`, or, when `inside`, in the middle of sequence number `seq` after `domain` (a
+// write transaction stamps all its rows with one number, and a batch may end inside one).
+struct ChangeCursor {
+    int64_t seq = 0;
+    std::string domain;
+    bool inside = false;
+};
+
 struct CacheChanges {
-    std::vector<CacheRow> rows;       // upserted rows, in sequence order
+    std::vector<CacheRow> rows;       // upserted rows, in (sequence, domain) order
     std::vector<std::string> purged;  // purged domains ("" = the whole cache was purged)
     int64_t seq = 0;                  // the highest sequence number seen (pass it next time)
+    ChangeCursor next;                // where the next call starts
+    bool more = false;                // the batch was cut at max_rows: call again
 };
 
 // How a store operation failed.
@@ -135,6 +146,9 @@ class CacheStore {
     Result<bool> changed();
     // Rows and purges written by other writers with a sequence number above `seq`.
     Result<CacheChanges> changes_since(int64_t seq);
+    // The same from a cursor, at most `max_rows` rows at a time (a huge prefetch is read in
+    // bounded batches); the purges returned are those up to the last row's sequence number.
+    Result<CacheChanges> changes_since(const ChangeCursor& from, std::size_t max_rows);
     // The highest sequence number in the file (0 for a new file).
     Result<int64_t> last_seq();
 

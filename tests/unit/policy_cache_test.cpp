@@ -466,3 +466,51 @@ TEST_CASE("policy cache: a locked file keeps answers in memory and is written on
     f.cache.reset();
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("policy cache: a huge write by another process is read in batches, all of it") {
+    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    const std::string dir = tmpl;
+    const std::size_t n = 3 * kSyncBatchRows + 17;  // several batches, the last one partial
+    {
+        Fixture reader;
+        reader.config.cache.path = dir + "/cache.sqlite";
+        reader.config.cache.max_entries = 100000;
+        reader.start(true);
+        REQUIRE(reader.cache->file_open());
+        reader.cache->tick();  // the file as it was: nothing yet
+        {
+            // Rows as a cache writes them (into a scratch file first), then written to the
+            // shared file in one transaction by "another process" (another writer id).
+            Fixture writer;
+            writer.config.cache.path = dir + "/scratch.sqlite";
+            writer.config.cache.max_entries = 100000;
+            writer.start(true);
+            for (std::size_t i = 0; i < n; ++i)
+                writer.resolve("d" + std::to_string(i) + ".example",
+                               resolution(DaneVerdict::DaneOnly, 1000, writer.now));
+            writer.cache->flush();
+            auto scratch = CacheStore::open(dir + "/scratch.sqlite", "copier");
+            REQUIRE(scratch.ok());
+            auto rows = (*scratch)->changes_since(0);
+            REQUIRE(rows.ok());
+            REQUIRE(rows->rows.size() == n);
+            auto other = CacheStore::open(dir + "/cache.sqlite", "another process");
+            REQUIRE(other.ok());
+            REQUIRE((*other)->write(rows->rows).ok());
+        }
+        for (int ticks = 0; reader.cache->stats().synced_rows < n && ticks < 100; ++ticks)
+            reader.cache->tick();
+        CHECK(reader.cache->stats().synced_rows == n);
+        CHECK(reader.cache->size() == n);
+        reader.ask("d0.example");
+        reader.ask("d" + std::to_string(n - 1) + ".example");
+        REQUIRE(reader.answers.size() == 2);
+        CHECK(shown(reader.answers[0]) == "found dane-only");
+        CHECK(shown(reader.answers[1]) == "found dane-only");
+        CHECK(reader.resolver.calls.empty());
+        reader.cache->tick();  // nothing more to read
+        CHECK(reader.cache->stats().synced_rows == n);
+    }
+    std::filesystem::remove_all(dir);
+}

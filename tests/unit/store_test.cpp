@@ -284,7 +284,7 @@ std::size_t count_prefixed(const std::vector<std::string>& names, const std::str
 
 }  // namespace
 
-TEST_CASE("store: a new file is created with mode 0640, WAL and schema version 1") {
+TEST_CASE("store: a new file is created with mode 0640, WAL and the current schema version") {
     TempDir dir;
     const std::string path = dir.file("cache.sqlite");
     CacheStore::OpenReport report;
@@ -300,7 +300,7 @@ TEST_CASE("store: a new file is created with mode 0640, WAL and schema version 1
 
     RawDb raw(path);
     CHECK_EQ_GW("journal_mode", raw.value("PRAGMA journal_mode"), std::string("wal"));
-    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::string("1"));
+    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::to_string(kCacheSchemaVersion));
     CHECK_EQ_GW("meta seq", raw.value("SELECT value FROM meta WHERE key = 'seq'"),
                 std::string("0"));
     CHECK_EQ_GW("last_seq", last_seq_ok(*store), int64_t{0});
@@ -514,6 +514,83 @@ TEST_CASE("store: two writers see each other's changes but not their own") {
     CHECK_EQ_GW("a purged", ca.purged, std::vector<std::string>{""});
     CHECK_EQ_GW("a seq after purge all", ca.seq, int64_t{6});
     CHECK_EQ_GW("last_seq", last_seq_ok(*a), int64_t{6});
+}
+
+TEST_CASE("store: changes are read in bounded batches from a (seq, domain) cursor") {
+    TempDir dir;
+    const std::string path = dir.file("cache.sqlite");
+    auto a = open_store(path, "a");
+    auto b = open_store(path, "b");
+    // seq 1: seven rows in one transaction; seq 2: a purge; seq 3: three rows, one of them
+    // a rewrite of a purged domain; seq 4: b's own row, never shown to b.
+    std::vector<CacheRow> first;
+    for (const char* d : {"g.example", "b.example", "e.example", "a.example", "f.example",
+                          "c.example", "d.example"})
+        first.push_back(row(d));
+    write_ok(*a, first);
+    REQUIRE(a->purge("c.example").ok());
+    write_ok(*a, {row("c.example"), row("z.example"), row("y.example")});
+    write_ok(*b, {row("own.example")});
+
+    const auto all = changes_ok(*b, 0);
+    CHECK_EQ_GW("unbatched rows", domains(all.rows),
+                (std::vector<std::string>{"a.example", "b.example", "d.example", "e.example",
+                                          "f.example", "g.example", "c.example", "y.example",
+                                          "z.example"}));
+    CHECK_EQ_GW("unbatched purges", all.purged, std::vector<std::string>{"c.example"});
+    CHECK_EQ_GW("unbatched: nothing more", all.more, false);
+    CHECK_EQ_GW("unbatched seq", all.seq, int64_t{4});
+
+    for (std::size_t limit : {1u, 2u, 3u, 4u, 6u, 7u, 9u, 10u}) {
+        CAPTURE(limit);
+        ChangeCursor cursor;
+        std::vector<std::string> rows, purged;
+        int calls = 0;
+        for (;; ++calls) {
+            REQUIRE(calls < 20);
+            auto r = b->changes_since(cursor, limit);
+            REQUIRE(r.ok());
+            CHECK(r->rows.size() <= limit);
+            // A purge of seq 2 arrives with or after the batch that finished seq 1's rows.
+            if (!r->purged.empty()) CHECK(rows.size() + r->rows.size() >= 6);
+            for (const auto& x : r->rows) rows.push_back(x.domain);
+            for (const auto& p : r->purged) purged.push_back(p);
+            cursor = r->next;
+            if (!r->more) {
+                CHECK_EQ_GW("final seq", r->seq, int64_t{4});
+                break;
+            }
+        }
+        CHECK_EQ_GW("rows", rows, domains(all.rows));
+        CHECK_EQ_GW("purges, once", purged, all.purged);
+        CHECK_EQ_GW("nothing after the end", b->changes_since(cursor, limit)->rows.size(),
+                    std::size_t{0});
+    }
+}
+
+TEST_CASE("store: a version 1 file is migrated: the seq index covers the domain") {
+    TempDir dir;
+    const std::string path = dir.file("cache.sqlite");
+    {
+        auto store = open_store(path, "old");
+        write_ok(*store, {row("a.example"), row("b.example")});
+    }
+    {
+        RawDb raw(path);  // what version 1 looked like
+        raw.exec("DROP INDEX entries_seq; CREATE INDEX entries_seq ON entries(seq); "
+                 "PRAGMA user_version = 1");
+    }
+    CacheStore::OpenReport report;
+    auto store = open_store(path, "new", &report);
+    CHECK_EQ_GW("created", report.created, false);
+    RawDb raw(path);
+    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::to_string(kCacheSchemaVersion));
+    const auto columns = raw.rows("SELECT name FROM pragma_index_info('entries_seq')");
+    std::vector<std::string> names;
+    for (const auto& c : columns) names.push_back(c.at(0));
+    CHECK_EQ_GW("index columns", names, (std::vector<std::string>{"seq", "domain"}));
+    CHECK_EQ_GW("rows kept", domains(changes_ok(*store, 0).rows),
+                (std::vector<std::string>{"a.example", "b.example"}));
 }
 
 TEST_CASE("store: purge one domain and purge everything") {
@@ -795,7 +872,7 @@ TEST_CASE("store: a newer schema version is an error and the file is left untouc
     REQUIRE_FALSE(s.ok());
     CHECK_EQ_GW("error", s.error().message,
                 "cache " + path +
-                    ": schema version 99 is newer than this tlspolicyd (1); leaving it untouched");
+                    ": schema version 99 is newer than this tlspolicyd (" + std::to_string(kCacheSchemaVersion) + "); leaving it untouched");
     CHECK_EQ_GW("bytes unchanged", read_bytes(path) == before, true);
     CHECK_EQ_GW("files", dir.names(), names_before);
 
@@ -949,7 +1026,7 @@ TEST_CASE("store: a write blocked by another connection fails as Busy") {
     CHECK_EQ_GW("failure after success", store->failure(), StoreFailure::None);
 }
 
-TEST_CASE("store: a version 1 file reopens without migrating and keeps its rows") {
+TEST_CASE("store: a file of the current version reopens without migrating and keeps its rows") {
     TempDir dir;
     const std::string path = dir.file("cache.sqlite");
     CacheRow r = sts_row("a.example");
@@ -973,7 +1050,7 @@ TEST_CASE("store: a version 1 file reopens without migrating and keeps its rows"
     auto c = changes_ok(*store, 0);
     CHECK_EQ_GW("purged", c.purged, std::vector<std::string>{"gone.example"});
     RawDb raw(path);
-    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::string("1"));
+    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::to_string(kCacheSchemaVersion));
 }
 
 TEST_CASE("store: processes opening a new file at once create the schema once") {
