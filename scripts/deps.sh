@@ -9,7 +9,10 @@ BUILD_PKGS=(
   build-essential pkg-config meson ninja-build clang clang-format
   libevent-dev libgnutls28-dev libgetdns-dev libsqlite3-dev libtomlplusplus-dev
   doctest-dev libidn2-dev libsystemd-dev libcurl4-gnutls-dev dns-root-data
-  libclang-rt-14-dev libfuzzer-14-dev
+  # libFuzzer targets (docs/fuzzing.md): clang-14 links libclang_rt.fuzzer, .asan and .ubsan
+  # from libclang-rt-14-dev (libfuzzer-14-dev's standalone libFuzzer.a is not used);
+  # llvm-14 brings llvm-symbolizer for readable crash stacks.
+  clang-14 libclang-rt-14-dev llvm-14
 )
 # Test clients and the hermetic test world.
 TEST_PKGS=(

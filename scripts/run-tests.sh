@@ -4,9 +4,21 @@
 # failure or Ctrl-C; its directory is exported as WORLD) and prints one summary line,
 # "N passed, N failed", counted over doctest test cases and the checks of script tests
 # (which print "name: N passed, N failed"). The world check runs with the first build only.
+# With --fuzz DIR, the suite "fuzz" of that clang build dir (-Dfuzzing=true, docs/fuzzing.md)
+# runs last, and only that suite: each libFuzzer target for a few seconds; its fuzzers must be
+# built (ninja -C DIR fuzzers), nothing else there is.
+# Usage: run-tests.sh BUILD_DIR... [--fuzz FUZZ_BUILD_DIR]
 # Exit status: 0 only if all passed and nothing of the world is left running.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+dirs=()
+fuzz_dir=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --fuzz) fuzz_dir=${2:?--fuzz needs a build dir}; shift 2 ;;
+    *) dirs+=("$1"); shift ;;
+  esac
+done
 passed=0
 failed=0
 status=0
@@ -46,7 +58,7 @@ else
 fi
 
 first=1
-for dir in "$@"; do
+for dir in "${dirs[@]}"; do
   [ $status -eq 0 ] || [ -n "$world_pids" ] || break
   echo "== tests in $dir"
   args=(--print-errorlogs)
@@ -55,6 +67,12 @@ for dir in "$@"; do
   if ! meson test -C "$dir" "${args[@]}"; then status=1; fi
   count "$dir/meson-logs/testlog.txt"
 done
+
+if [ -n "$fuzz_dir" ]; then
+  echo "== fuzz targets in $fuzz_dir"
+  if ! meson test -C "$fuzz_dir" --suite fuzz --no-rebuild --print-errorlogs; then status=1; fi
+  count "$fuzz_dir/meson-logs/testlog.txt"
+fi
 
 if [ -n "$world_pids" ]; then
   "$root/tests/world/stop-world.sh" "$WORLD"

@@ -1,0 +1,1 @@
+secure match=..example.com

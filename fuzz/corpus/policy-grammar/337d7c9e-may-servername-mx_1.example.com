@@ -1,0 +1,1 @@
+may servername=mx_1.example.com

@@ -1,0 +1,1 @@
+secure policy_domain=example.com

@@ -1,0 +1,1 @@
+secure sni=mx.example.com
