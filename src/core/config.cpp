@@ -1,5 +1,7 @@
 #include "core/config.h"
 
+#include "util/log.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -707,7 +709,8 @@ Result<Config> build(const toml::table& root, const Reader& r) {
                 for (const auto& other : cfg.listen)
                     if (other.endpoint == l.endpoint && !any_port)
                         return r.at(t.source(),
-                                    "address " + l.endpoint.to_string() + " is listed twice");
+                                    "address " + log::sanitize(l.endpoint.to_string()) +
+                                        " is listed twice");
                 cfg.listen.push_back(std::move(l));
             }
             if (cfg.listen.empty()) return r.at(node.source(), "at least one [[listen]] is needed");
@@ -839,7 +842,8 @@ Result<Config> parse_config(std::string_view text, std::string_view source_name)
     try {
         root = toml::parse(text, std::string(source_name));
     } catch (const toml::parse_error& e) {
-        return r.at(e.source(), std::string(e.description()));
+        // toml++ quotes the offending bytes as they are: never pass them on raw.
+        return r.at(e.source(), log::sanitize(e.description()));
     }
     auto cfg = build(root, r);
     if (cfg) cfg->source = std::string(source_name);

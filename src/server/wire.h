@@ -21,8 +21,8 @@ WireStatus wire_status(Outcome outcome);
 // Longest reason sent to a client; Postfix logs at most 200 characters of it.
 inline constexpr std::size_t kMaxWireReason = 100;
 
-// The reason as clients see it: printable ASCII, at most kMaxWireReason characters, never
-// empty for failures.
+// The reason as clients see it: printable ASCII, at most kMaxWireReason characters (then
+// "..." when cut), never empty for failures.
 std::string wire_reason(const Answer& answer);
 
 // Longest replies Postfix reads: dict_sockmap's default socketmap_max_reply, and dict_tcp's

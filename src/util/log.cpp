@@ -132,12 +132,14 @@ std::string sanitize(std::string_view text, std::size_t max) {
     std::string out;
     out.reserve(text.size() < max ? text.size() : max);
     for (const char ch : text) {
-        if (out.size() >= max) {
+        const auto c = static_cast<unsigned char>(ch);
+        const bool plain = c >= 0x20 && c < 0x7f && c != '\\';
+        // At most `max` characters of text, cut at a whole character or escape, then "...".
+        if (out.size() + (plain ? 1 : 4) > max) {
             out += "...";
             break;
         }
-        const auto c = static_cast<unsigned char>(ch);
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
+        if (plain) {
             out += ch;
         } else {
             out += "\\x";

@@ -55,7 +55,8 @@ inline void debug(std::string_view m) {
 }
 
 // Makes untrusted bytes safe to log or to send as a reason: printable ASCII is kept,
-// everything else becomes \xNN, and the result is cut to `max` characters (with "...").
+// everything else becomes \xNN; a longer result is cut to at most `max` characters (never
+// inside an escape) followed by "...", so it is never longer than max + 3.
 std::string sanitize(std::string_view text, std::size_t max = 200);
 
 }  // namespace tlspolicy::log

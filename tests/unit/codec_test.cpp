@@ -213,6 +213,11 @@ TEST_CASE("log::sanitize: untrusted bytes become \\xNN, long text is cut") {
          200, "b\\xc3\\xbccher"},
         {std::string("nul\0x", 5), 200, "nul\\x00x"},
         {"abcdef", 3, "abc..."},
+        {"abc", 3, "abc"},
+        // An escape that would cross the limit is left out whole (found by fuzz-tcp-table).
+        {"ab\x01", 4, "ab..."},
+        {"ab\x01", 6, "ab\\x01"},
+        {"ab\x01z", 6, "ab\\x01..."},
     };
     for (const auto& r : rows) {
         CAPTURE(r.in);
