@@ -1,6 +1,6 @@
-// fuzz-tcp-table: the tcp_table codec. A request key is %XX-decoded with hex_unquote()
-// (util/hexquote.h; Session::next_tcp_table in server.cpp feeds it the text after "get "),
-// replies are built by tcp_table_reply() / socketmap_reply() (server/wire.h) from an answer
+// fuzz-tcp-table: the tcp_table codec. Requests are parsed by parse_tcp_table_request() and
+// parse_socketmap_request() (server/wire.h, what the server's sessions call), a key is
+// %XX-decoded with hex_unquote() (util/hexquote.h), replies are built by tcp_table_reply() / socketmap_reply() (server/wire.h) from an answer
 // whose policy and reason are the fuzz input.
 //
 // Invariants:
@@ -144,6 +144,33 @@ void check_replies(Outcome outcome, std::string_view text) {
     }
 }
 
+// The request parsers the server uses (server/wire.h): tcp_table "get KEY" lines and
+// socketmap "NAME KEY" payloads, against a reference reading of the same rules.
+void check_requests(std::string_view in) {
+    std::string_view line = in;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const WireRequest t = parse_tcp_table_request(in);
+    if (line.starts_with("get ")) {
+        auto key = hex_unquote(line.substr(4));
+        FUZZ_CHECK(t.ok == key.ok());
+        if (t.ok) FUZZ_CHECK(t.key == *key && t.name.empty());
+    } else {
+        FUZZ_CHECK(!t.ok);
+    }
+    if (!t.ok) FUZZ_CHECK(!t.error.empty() && fuzz::printable_ascii(t.error) &&
+                          !fuzz::echoes(t.error, in, 12));
+
+    const WireRequest m = parse_socketmap_request(in);
+    const auto space = in.find(' ');
+    FUZZ_CHECK(m.ok == (space != std::string_view::npos && space > 0));
+    if (m.ok) {
+        FUZZ_CHECK(!m.name.empty() && m.name.find(' ') == std::string::npos);
+        FUZZ_CHECK(m.name + " " + m.key == in);
+    } else {
+        FUZZ_CHECK(!m.error.empty() && fuzz::printable_ascii(m.error));
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
@@ -154,6 +181,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     if (in.starts_with("get ")) check_unquote(in.substr(4));
     check_quote(in, false);
     check_quote(in, true);
+    check_requests(in);
 
     for (Outcome o :
          {Outcome::Found, Outcome::NotFound, Outcome::Temp, Outcome::Timeout, Outcome::Perm}) {

@@ -235,21 +235,17 @@ class Session : public std::enable_shared_from_this<Session> {
                                                        : "malformed netstring");
             return false;
         }
-        const std::string_view payload = d.payload;
-        const auto space = payload.find(' ');
+        WireRequest req = parse_socketmap_request(d.payload);
         Slot& slot = pending_.emplace_back();
-        if (space == std::string_view::npos || space == 0) {
-            slot.ready = true;
-            const Answer bad = Answer::perm("malformed request: expected NAME KEY");
-            LookupMetrics::get().count(protocol_, bad);
-            slot.reply = socketmap_reply(bad);
-        } else {
-            std::string name(payload.substr(0, space));
-            std::string key(payload.substr(space + 1));
+        if (req.ok) {
             evbuffer_drain(in, d.consumed);
-            dispatch(slot, key, name);
+            dispatch(slot, req.key, req.name);
             return true;
         }
+        slot.ready = true;
+        const Answer bad = Answer::perm(req.error);
+        LookupMetrics::get().count(protocol_, bad);
+        slot.reply = socketmap_reply(bad);
         evbuffer_drain(in, d.consumed);
         flush();
         return true;
@@ -279,28 +275,17 @@ class Session : public std::enable_shared_from_this<Session> {
         std::string line(consume, '\0');
         evbuffer_remove(in, line.data(), consume);
         line.resize(line_len);
-        if (!line.empty() && line.back() == '\r') line.pop_back();
+        WireRequest req = parse_tcp_table_request(line);
         Slot& slot = pending_.emplace_back();
-        if (!line.starts_with("get ")) {
+        if (!req.ok) {
             slot.ready = true;
-            const Answer bad =
-                Answer::perm(line.starts_with("put ") ? "put is not supported"
-                                                      : "unknown request: expected get KEY");
+            const Answer bad = Answer::perm(req.error);
             LookupMetrics::get().count(protocol_, bad);
             slot.reply = tcp_table_reply(bad);
             flush();
             return true;
         }
-        auto key = hex_unquote(std::string_view(line).substr(4));
-        if (!key) {
-            slot.ready = true;
-            const Answer bad = Answer::perm("malformed hex escape in key");
-            LookupMetrics::get().count(protocol_, bad);
-            slot.reply = tcp_table_reply(bad);
-            flush();
-            return true;
-        }
-        dispatch(slot, *key, "");
+        dispatch(slot, req.key, "");
         return true;
     }
 

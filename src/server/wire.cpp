@@ -58,4 +58,35 @@ std::string tcp_table_reply(const Answer& answer) {
     return out;
 }
 
+WireRequest parse_socketmap_request(std::string_view payload) {
+    WireRequest r;
+    const auto space = payload.find(' ');
+    if (space == std::string_view::npos || space == 0) {
+        r.error = "malformed request: expected NAME KEY";
+        return r;
+    }
+    r.ok = true;
+    r.name = std::string(payload.substr(0, space));
+    r.key = std::string(payload.substr(space + 1));
+    return r;
+}
+
+WireRequest parse_tcp_table_request(std::string_view line) {
+    WireRequest r;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!line.starts_with("get ")) {
+        r.error = line.starts_with("put ") ? "put is not supported"
+                                           : "unknown request: expected get KEY";
+        return r;
+    }
+    auto key = hex_unquote(line.substr(4));
+    if (!key) {
+        r.error = "malformed hex escape in key";
+        return r;
+    }
+    r.ok = true;
+    r.key = std::move(*key);
+    return r;
+}
+
 }  // namespace tlspolicy

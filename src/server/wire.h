@@ -38,4 +38,20 @@ std::string socketmap_reply(const Answer& answer);
 // tcp_table reply line including the newline: "200 <policy>\n", "500 not found\n", "400 <why>\n".
 std::string tcp_table_reply(const Answer& answer);
 
+// A request as the server reads it: the key (and the socketmap map name), or why it cannot
+// be answered (a short reason for the PERM / 400 reply; never echoes the request).
+struct WireRequest {
+    bool ok = false;
+    std::string name;  // socketmap: the map name
+    std::string key;
+    std::string error;
+};
+
+// A socketmap netstring payload: "NAME KEY" (NAME non-empty, split at the first space).
+WireRequest parse_socketmap_request(std::string_view payload);
+
+// A tcp_table request line without its newline (a trailing CR is dropped): "get KEY" with KEY
+// %XX-decoded; "put" is refused, as is anything else.
+WireRequest parse_tcp_table_request(std::string_view line);
+
 }  // namespace tlspolicy

@@ -234,3 +234,39 @@ TEST_CASE("log::json_line: one JSON object, fields in order, strings escaped") {
                                   {{"domain", "x.example"}, {"duration_ms", "12", true}}) ==
         R"({"time":"t","level":"warning","msg":"a \"quoted\" \\ line\n","domain":"x.example","duration_ms":12})");
 }
+
+TEST_CASE("wire: requests as the server parses them") {
+    struct Row {
+        bool socketmap;
+        std::string in;
+        bool ok;
+        std::string name, key, error;
+    };
+    const std::vector<Row> rows = {
+        {true, "tls example.org", true, "tls", "example.org", ""},
+        {true, "tls a b", true, "tls", "a b", ""},  // the first space splits
+        {true, "tls ", true, "tls", "", ""},
+        {true, " example.org", false, "", "", "malformed request: expected NAME KEY"},
+        {true, "example.org", false, "", "", "malformed request: expected NAME KEY"},
+        {true, "", false, "", "", "malformed request: expected NAME KEY"},
+        {false, "get example.org", true, "", "example.org", ""},
+        {false, "get example.org\r", true, "", "example.org", ""},
+        {false, "get a%20b%25", true, "", "a b%", ""},
+        {false, "get ", true, "", "", ""},
+        {false, "get a%2", false, "", "", "malformed hex escape in key"},
+        {false, "get a%zz", false, "", "", "malformed hex escape in key"},
+        {false, "put example.org 1", false, "", "", "put is not supported"},
+        {false, "GET example.org", false, "", "", "unknown request: expected get KEY"},
+        {false, "get", false, "", "", "unknown request: expected get KEY"},
+        {false, "", false, "", "", "unknown request: expected get KEY"},
+    };
+    for (const Row& r : rows) {
+        CAPTURE(r.in);
+        const WireRequest got =
+            r.socketmap ? parse_socketmap_request(r.in) : parse_tcp_table_request(r.in);
+        CHECK(got.ok == r.ok);
+        CHECK(got.name == r.name);
+        CHECK(got.key == r.key);
+        CHECK(got.error == r.error);
+    }
+}
