@@ -55,8 +55,8 @@ class SharedText {
 
 struct CachedAnswer {
     Outcome outcome = Outcome::NotFound;  // Found or NotFound
-    std::string policy;                   // under the [policy] settings it was rendered for
-    Source source = Source::None;
+    Source source = Source::None;         // (next to outcome: one word for both)
+    SharedText policy;                    // under the [policy] settings it was rendered for (shared)
     SharedText reason;  // why (sent with not-found tcp_table replies)
     int64_t fetched_at = 0;
     int64_t expires_at = 0;

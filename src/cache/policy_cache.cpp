@@ -272,10 +272,10 @@ struct PolicyCache::Entry {
     uint64_t generation = 0;
     bool used = false;  // answered a lookup since it was stored: refresh it ahead
     bool in_found_list = false;
-    int failures = 0;      // consecutive failed resolutions
+    uint16_t failures = 0;  // consecutive failed resolutions (saturates)
+    uint32_t unflushed_hits = 0;  // flushed every kHitFlushSeconds, long before 2^32
     int64_t retry_at = 0;  // while failing: served stale without a new resolution until then
     int64_t last_used = 0;
-    int64_t unflushed_hits = 0;
     Entry* lru_prev = nullptr;  // towards the front of its LruList
     Entry* lru_next = nullptr;
 };
@@ -645,7 +645,7 @@ void PolicyCache::finished(const std::string& domain, std::shared_ptr<const Reso
         // Not cacheable: a failure, or an answer without a lifetime (TTL 0, an unfinished
         // TLSA lookup). Either way the entry could not be renewed: back off, keep it.
         Entry& e = it->second;
-        ++e.failures;
+        if (e.failures < UINT16_MAX) ++e.failures;
         e.retry_at = now + refresh_backoff(e.failures);
         if (f->refresh) {
             ++stats_.refresh_failures;
