@@ -62,6 +62,21 @@ SharedText::SharedText(std::string_view text) {
     pool.texts.emplace(*owned, text_);
 }
 
+namespace {
+const std::string kStsStatuses[] = {"", "found", "renewed", "cached", "not_found", "errored"};
+}
+
+StsStatus& StsStatus::operator=(std::string_view status) {
+    code_ = 0;
+    for (uint8_t i = 1; i < std::size(kStsStatuses); ++i)
+        if (kStsStatuses[i] == status) code_ = i;
+    return *this;
+}
+
+const std::string& StsStatus::str() const {
+    return kStsStatuses[code_];
+}
+
 const std::string& SharedText::str() const {
     static const std::string empty;
     return text_ ? *text_ : empty;

@@ -53,9 +53,23 @@ class SharedText {
     std::shared_ptr<const std::string> text_;
 };
 
+// How an MTA-STS policy was obtained (StsOutcome::status: "found", "renewed", "cached",
+// "not_found", "errored"), in one byte; any other text reads back as "".
+class StsStatus {
+  public:
+    StsStatus() = default;
+    StsStatus& operator=(std::string_view status);
+    const std::string& str() const;
+    operator const std::string&() const { return str(); }
+
+  private:
+    uint8_t code_ = 0;
+};
+
 struct CachedAnswer {
     Outcome outcome = Outcome::NotFound;  // Found or NotFound
-    Source source = Source::None;         // (next to outcome: one word for both)
+    Source source = Source::None;         // (outcome, source and sts_status share one word)
+    StsStatus sts_status;  // "found", "renewed", ... (for the reason of a rendered answer)
     SharedText policy;                    // under the [policy] settings it was rendered for (shared)
     SharedText reason;  // why (sent with not-found tcp_table replies)
     int64_t fetched_at = 0;
@@ -64,7 +78,6 @@ struct CachedAnswer {
     // Set when DANE said "no DANE" and an MTA-STS policy is in force: the policy decides,
     // and each socketmap profile renders it its own way.
     std::shared_ptr<const StoredStsPolicy> sts;
-    SharedText sts_status;  // "found", "renewed", ... (for the reason of a rendered answer)
 };
 
 // Until when an answer may be served while refreshes fail (see the header comment).

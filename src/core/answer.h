@@ -10,7 +10,7 @@
 
 namespace tlspolicy {
 
-enum class Outcome {
+enum class Outcome : uint8_t {
     Found,     // policy holds a Postfix policy string
     NotFound,  // no policy: Postfix falls back to its global level
     Temp,      // temporary failure: Postfix defers the mail
@@ -19,7 +19,7 @@ enum class Outcome {
 };
 
 // Where an answer came from; shown in logs, JSON and (later) the cache.
-enum class Source { None, Override, Dane, MtaSts };
+enum class Source : uint8_t { None, Override, Dane, MtaSts };
 
 struct Answer {
     Outcome outcome = Outcome::NotFound;

@@ -171,3 +171,15 @@ TEST_CASE("SharedText: equal texts share one copy, which goes with its last hold
         th.join();
     CHECK(wrong == 0);
 }
+
+TEST_CASE("freshness: StsStatus keeps every status the MTA-STS state gives, in one byte") {
+    static_assert(sizeof(StsStatus) == 1);
+    for (const char* s : {"found", "renewed", "cached", "not_found", "errored", ""}) {
+        StsStatus st;
+        st = s;
+        CHECK(st.str() == s);
+    }
+    StsStatus other;
+    other = "something new";
+    CHECK(other.str().empty());
+}
