@@ -148,6 +148,7 @@ class Session : public std::enable_shared_from_this<Session> {
         closed_ = true;
         pending_.clear();
         read_ev_.reset();
+        partial_timer_.reset();
         bev_.reset();
     }
 
@@ -207,15 +208,48 @@ class Session : public std::enable_shared_from_this<Session> {
         if (closed_ || in_process_) return;
         in_process_ = true;
         evbuffer* in = bufferevent_get_input(bev_.get());
+        bool incomplete = false;
         while (!closed_ && !protocol_error_ && !draining_ && pending_.size() < max_pipelined_) {
             const std::size_t avail = evbuffer_get_length(in);
             if (avail == 0) break;
             const bool ok = protocol_ == Protocol::Socketmap ? next_socketmap(in, avail)
                                                              : next_tcp_table(in, avail);
-            if (!ok) break;
+            if (!ok) {
+                incomplete = !closed_ && !protocol_error_;
+                break;
+            }
         }
         in_process_ = false;
+        watch_partial_request(incomplete);
         update_reading();
+    }
+
+    // A request must arrive whole within idle_timeout of its first bytes: a client that
+    // drips bytes would otherwise restart the idle clock forever and hold a connection slot
+    // (found by the fault tests). Armed only while part of a request waits in the buffer.
+    void watch_partial_request(bool incomplete) {
+        if (closed_ || !bev_) return;
+        if (!incomplete || read_eof_) {
+            if (partial_armed_) {
+                evtimer_del(partial_timer_.get());
+                partial_armed_ = false;
+            }
+            return;
+        }
+        if (partial_armed_ || idle_.tv_sec <= 0) return;
+        if (!partial_timer_)
+            partial_timer_.reset(evtimer_new(bufferevent_get_base(bev_.get()),
+                                             &Session::on_partial_timeout, this));
+        evtimer_add(partial_timer_.get(), &idle_);
+        partial_armed_ = true;
+    }
+
+    static void on_partial_timeout(evutil_socket_t, short, void* arg) {
+        auto self = static_cast<Session*>(arg)->shared_from_this();
+        self->partial_armed_ = false;
+        log::debug("closing " + self->peer_ + ": request not complete within " +
+                   std::to_string(self->idle_.tv_sec) + " s");
+        self->close();
     }
 
     // Returns false when no complete request is available (or the stream is unusable).
@@ -387,6 +421,7 @@ class Session : public std::enable_shared_from_this<Session> {
         closed_ = true;
         pending_.clear();
         read_ev_.reset();
+        partial_timer_.reset();
         bev_.reset();
         server_.session_closed(this);
     }
@@ -396,7 +431,9 @@ class Session : public std::enable_shared_from_this<Session> {
     static constexpr std::size_t kReadChunk = 4096;
     BuffereventPtr bev_;
     EventPtr read_ev_;  // freed before bev_, which owns the socket
+    EventPtr partial_timer_;  // see watch_partial_request
     bool reading_ = false;
+    bool partial_armed_ = false;
     std::string peer_;
     std::deque<Slot> pending_;
     std::string write_batch_;
