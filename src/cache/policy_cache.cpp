@@ -81,6 +81,13 @@ class CacheWriter {
         recover_ = true;
         cv_.notify_all();
     }
+    // The file was deleted or replaced under us: open what the path names now (creating it)
+    // and have every entry written again.
+    void request_reopen() {
+        std::lock_guard<std::mutex> g(m_);
+        reopen_ = true;
+        cv_.notify_all();
+    }
     // True once after the file was replaced: the loop must queue every entry again.
     bool take_recovered() { return recovered_.exchange(false); }
     // Waits until everything queued before the call was attempted once.
@@ -100,7 +107,7 @@ class CacheWriter {
         std::unique_lock<std::mutex> l(m_);
         for (;;) {
             cv_.wait(l, [&] {
-                return stop_ || recover_ || housekeep_before_ > 0 || !rows_.empty() ||
+                return stop_ || recover_ || reopen_ || housekeep_before_ > 0 || !rows_.empty() ||
                        !hits_.empty() || !purges_.empty();
             });
             if (backoff > 0 && !stop_ && !urgent_)
@@ -112,6 +119,8 @@ class CacheWriter {
             urgent_ = false;
             const bool recover = recover_;
             recover_ = false;
+            const bool reopen_now = reopen_;
+            reopen_ = false;
             const int64_t housekeep_before = housekeep_before_;
             housekeep_before_ = 0;
             const uint64_t upto = queued_;
@@ -134,7 +143,7 @@ class CacheWriter {
                 store.reset();
                 discard("a read failed");
             }
-            if (recover || !store) ok = reopen(store, recover);
+            if (recover || reopen_now || !store) ok = reopen(store, recover || reopen_now);
             while (ok && store && !purges.empty()) {
                 if (auto s = store->purge(purges.front()); !s) {
                     ok = false;
@@ -236,7 +245,7 @@ class CacheWriter {
     std::unordered_map<std::string, CacheRow> rows_;
     std::unordered_map<std::string, HitDelta> hits_;
     std::vector<std::string> purges_;
-    bool stop_ = false, recover_ = false, urgent_ = false;
+    bool stop_ = false, recover_ = false, reopen_ = false, urgent_ = false;
     uint64_t queued_ = 0, attempted_ = 0, dropped_ = 0;
     std::atomic<bool> recovered_{false};
     StoreFailure last_logged_ = StoreFailure::None;  // writer thread only
@@ -760,6 +769,13 @@ void PolicyCache::tick() {
         launch(d.domain);
     }
     if (!use_file_) return;
+    if (store_ && store_->file_replaced()) {
+        log::warning("cache " + path_ +
+                     " was deleted or replaced while in use; writing the answers held in "
+                     "memory to a new file");
+        store_.reset();
+        if (writer_) writer_->request_reopen();
+    }
     if (writer_ && writer_->take_recovered()) {
         rewrite_all();
         store_.reset();

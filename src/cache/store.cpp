@@ -486,7 +486,13 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& path, st
         }
         const auto id = file_id(path);
         auto e = open_rw(path, store->db_);
-        if (!e) return store;
+        if (!e) {
+            if (id) {
+                store->dev_ = id->dev;
+                store->ino_ = id->ino;
+            }
+            return store;
+        }
         store->db_.reset();
         if (!is_corrupt(e->rc) || attempt > 0) return make_error(std::move(e->message));
         // Another process may have replaced the corrupt file already: only move the one we
@@ -501,6 +507,12 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& path, st
         }
     }
     return make_error("cache " + path + ": cannot open");
+}
+
+bool CacheStore::file_replaced() const {
+    if (ino_ == 0) return false;  // not known: never claim it
+    const auto id = file_id(path_);
+    return !id || id->dev != dev_ || id->ino != ino_;
 }
 
 Result<std::string> CacheStore::discard(const std::string& path) {

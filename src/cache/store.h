@@ -12,6 +12,7 @@
 #pragma once
 
 #include <sqlite3.h>
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
@@ -152,6 +153,10 @@ class CacheStore {
     // The highest sequence number in the file (0 for a new file).
     Result<int64_t> last_seq();
 
+    // True when the path no longer names the file this store opened (deleted, or replaced by
+    // another file): writes would go to a file nobody will read again.
+    bool file_replaced() const;
+
     // How the last failed operation failed (None after a success).
     StoreFailure failure() const { return failure_; }
     const std::string& path() const { return path_; }
@@ -161,6 +166,8 @@ class CacheStore {
     CacheStore() = default;
     SqlitePtr db_;
     std::string path_;
+    dev_t dev_ = 0;  // the file opened, for file_replaced()
+    ino_t ino_ = 0;
     std::string writer_;
     bool readonly_ = false;
     int64_t data_version_ = -1;
