@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -544,6 +545,282 @@ RunResult exim_expand(const TempDir& dir, const std::string& expression) {
                             << "log_file_path = " << dir.path() << "/exim-%s.log\n";
     }
     return run({exim, "-C", conf, "-be", expression});
+}
+
+}  // namespace harness
+
+// ---- fault injection ------------------------------------------------------------------
+
+namespace harness {
+
+int Daemon::kill_hard() {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return decode_status(status);
+}
+
+std::size_t Client::send_some(const std::string& bytes, int timeout_ms, int* error) {
+    const int64_t deadline = now_ms() + timeout_ms;
+    std::size_t done = 0;
+    if (error) *error = 0;
+    while (done < bytes.size()) {
+        const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            done += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            pollfd p{fd_, POLLOUT, 0};
+            if (remaining(deadline) == 0 || poll(&p, 1, remaining(deadline)) <= 0) break;
+            continue;
+        }
+        if (error) *error = n < 0 ? errno : EPIPE;
+        break;
+    }
+    return done;
+}
+
+std::string world_env_in(const std::string& dir, const std::string& key) {
+    std::ifstream in(dir + "/world.env");
+    if (!in) throw std::runtime_error("cannot read " + dir + "/world.env");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.compare(0, key.size() + 1, key + "=") == 0) return line.substr(key.size() + 1);
+    throw std::runtime_error(dir + "/world.env has no " + key);
+}
+
+std::string world_dns_in(const std::string& dir) {
+    return "[dns]\nresolvers = [\"127.0.0.1:" + world_env_in(dir, "RESOLVER_PORT") +
+           "\"]\ntrust_anchor_file = \"" + world_env_in(dir, "ANCHOR") +
+           "\"\ntimeout_ms = 1000\ndeadline_ms = 5000\n";
+}
+
+std::string world_sts_in(const std::string& dir) {
+    return "[mta_sts]\nca_file = \"" + world_env_in(dir, "WEB_CA") +
+           "\"\nhttps_port = " + world_env_in(dir, "HTTPS_PORT") +
+           "\nallow_private_addresses = true\nconnect_timeout_ms = 2000\ntimeout_ms = 3000\n";
+}
+
+namespace {
+
+std::string world_script(const std::string& name) {
+    return env_path("SOURCE_ROOT") + "/tests/world/" + name;
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string exe_of(pid_t pid) {
+    std::error_code ec;
+    const auto target =
+        std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec);
+    return ec ? std::string() : target.string();
+}
+
+std::string basename_of(const std::string& path) {
+    const auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// The state letter of /proc/PID/stat ('Z' zombie), or 0 when there is no such process.
+char proc_state(pid_t pid) {
+    const std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+    const auto paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size()) return 0;
+    return stat[paren + 2];
+}
+
+pid_t parent_of(pid_t pid) {
+    const std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+    const auto paren = stat.rfind(')');
+    if (paren == std::string::npos) return -1;
+    std::istringstream rest(stat.substr(paren + 2));
+    char state = 0;
+    long ppid = -1;
+    rest >> state >> ppid;
+    return static_cast<pid_t>(ppid);
+}
+
+bool alive(pid_t pid) {
+    const char st = proc_state(pid);
+    return st != 0 && st != 'Z';
+}
+
+}  // namespace
+
+PrivateWorld::PrivateWorld() {
+    const RunResult r =
+        run({"/usr/bin/python3", world_script("world.py"), "start", dir_.path()}, "", 60000);
+    started_ = true;  // whatever happened, stop what may have started
+    if (r.exit_code != 0) {
+        run({world_script("stop-world.sh"), dir_.path()});
+        started_ = false;
+        throw std::runtime_error("private test world did not start (exit " +
+                                 std::to_string(r.exit_code) + "):\n" + r.out + r.err);
+    }
+}
+
+PrivateWorld::~PrivateWorld() {
+    if (started_) run({world_script("stop-world.sh"), dir_.path()});
+    for (const pid_t p : children_) {
+        int status = 0;
+        if (waitpid(p, &status, WNOHANG) == 0) {  // stop-world.sh missed it: never leave it
+            if (alive(p) && exe_of(p) != "") ::kill(p, SIGKILL);
+            waitpid(p, &status, 0);
+        }
+    }
+}
+
+pid_t PrivateWorld::pid(const std::string& label) const {
+    std::istringstream in(read_text(dir_.file("pids")));
+    std::string line;
+    pid_t found = -1;
+    while (std::getline(in, line)) {
+        std::istringstream f(line);
+        long p = 0;
+        std::string exe, lab;
+        if (!(f >> p >> exe >> lab) || lab != label) continue;
+        const auto pid = static_cast<pid_t>(p);
+        if (alive(pid) && basename_of(exe_of(pid)) == exe) found = pid;  // the latest entry
+    }
+    return found;
+}
+
+void PrivateWorld::kill(const std::string& label) {
+    const pid_t main = pid(label);
+    if (main <= 0) throw std::runtime_error("private world: " + label + " is not running");
+    Killed k;
+    k.exe = exe_of(main);
+    std::error_code ec;
+    k.cwd = std::filesystem::read_symlink("/proc/" + std::to_string(main) + "/cwd", ec).string();
+    std::string cmdline = read_text("/proc/" + std::to_string(main) + "/cmdline");
+    if (label == "nginx") {
+        // nginx rewrites its command line ("nginx: master process ..."): its arguments come
+        // from the world's own code (tests/world/https/https.py).
+        const RunResult r = run(
+            {"/usr/bin/python3", "-c",
+             "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/https']; import world; "
+             "import https; w = world.World(sys.argv[2]); w.load_env(); "
+             "sys.stdout.write('\\0'.join(https._nginx_argv(w, '-g', 'daemon off;')))",
+             env_path("SOURCE_ROOT") + "/tests/world", dir_.path()});
+        if (r.exit_code != 0 || r.out.empty())
+            throw std::runtime_error("private world: nginx's command line: " + r.err);
+        cmdline = r.out;
+    }
+    for (std::size_t start = 0; start < cmdline.size();) {
+        const auto end = cmdline.find('\0', start);
+        k.argv.push_back(cmdline.substr(start, end - start));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    // Its children with the same program (nginx's workers), then itself.
+    std::vector<pid_t> victims;
+    if (DIR* proc = opendir("/proc")) {
+        while (const dirent* e = readdir(proc)) {
+            const std::string name = e->d_name;
+            if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
+                continue;
+            const auto p = static_cast<pid_t>(std::stol(name));
+            if (parent_of(p) == main && exe_of(p) == k.exe) victims.push_back(p);
+        }
+        closedir(proc);
+    }
+    victims.push_back(main);
+    std::vector<int> fds;
+    for (const pid_t p : victims)
+        fds.push_back(pid_fd(p));
+    // world.py starts every piece in a session of its own: its process group holds exactly the
+    // piece and its children, and one signal reaches all of them at once (no child forked in
+    // between escapes). A piece restarted here shares our group: signalled one by one.
+    if (getpgid(main) == main)
+        ::kill(-main, SIGKILL);
+    for (const pid_t p : victims)
+        ::kill(p, SIGKILL);
+    const int64_t deadline = now_ms() + 10000;
+    for (std::size_t i = 0; i < victims.size(); ++i) {
+        if (fds[i] >= 0) {
+            pollfd p{fds[i], POLLIN, 0};
+            poll(&p, 1, remaining(deadline));
+            close(fds[i]);
+        }
+        while (alive(victims[i]) && remaining(deadline) > 0)
+            poll(nullptr, 0, 10);
+        if (alive(victims[i]))
+            throw std::runtime_error("private world: " + label + " (" +
+                                     std::to_string(victims[i]) + ") survived SIGKILL");
+    }
+    // Our own restarted pieces are our children: reap them now.
+    for (const pid_t p : victims) {
+        int status = 0;
+        waitpid(p, &status, WNOHANG);
+    }
+    killed_[label] = std::move(k);
+}
+
+void PrivateWorld::restart(const std::string& label) {
+    const auto it = killed_.find(label);
+    if (it == killed_.end()) throw std::runtime_error("private world: " + label + " was not killed");
+    const Killed& k = it->second;
+    std::vector<std::string> argv = k.argv;
+    argv[0] = k.exe;  // spawn() does not search PATH
+    const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const int log_fd = open(dir_.file(label + ".restart.log").c_str(),
+                            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    // The working directory the world gave it (relative paths in its arguments).
+    char old_cwd[4096];
+    const bool have_cwd = getcwd(old_cwd, sizeof old_cwd) != nullptr;
+    if (!k.cwd.empty() && chdir(k.cwd.c_str()) != 0) fail("chdir " + k.cwd);
+    const pid_t p = spawn(argv, null_fd, log_fd, log_fd);
+    if (have_cwd && chdir(old_cwd) != 0) fail("chdir back");
+    close(null_fd);
+    close(log_fd);
+    children_.push_back(p);
+    // Recorded once it runs the program (after exec), so stop-world.sh's check holds.
+    const int64_t deadline = now_ms() + 5000;
+    while (exe_of(p) != k.exe && remaining(deadline) > 0)
+        poll(nullptr, 0, 5);
+    if (exe_of(p) != k.exe)
+        throw std::runtime_error("private world: " + label + " did not start again");
+    std::ofstream(dir_.file("pids"), std::ios::app)
+        << p << " " << basename_of(k.exe) << " " << label << "\n";
+    killed_.erase(it);
+}
+
+RunResult PrivateWorld::flip(const std::string& name, const std::string& state) {
+    return run({"/usr/bin/python3", world_script("world.py"), "flip", dir_.path(), name, state},
+               "", 30000);
+}
+
+bool wait_port(int port, int timeout_ms) {
+    const int64_t deadline = now_ms() + timeout_ms;
+    while (true) {
+        const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(static_cast<uint16_t>(port));
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+        close(fd);
+        if (ok) return true;
+        if (remaining(deadline) == 0) return false;
+        poll(nullptr, 0, 20);
+    }
+}
+
+long vm_rss_kb(pid_t pid) {
+    std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/status"));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
 }
 
 }  // namespace harness

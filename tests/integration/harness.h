@@ -111,6 +111,12 @@ class Daemon {
     std::string log() const;
     const std::string& status() const { return status_; }
 
+    // The daemon's process id (-1 once it was stopped or killed).
+    pid_t pid() const { return pid_; }
+    // SIGKILL (a crash, as far as the daemon can tell), then reaps it; returns the exit code
+    // (137). The destructor then has nothing left to stop.
+    int kill_hard();
+
   private:
     std::optional<std::string> wait_notify(const std::string& needle, int timeout_ms);
 
@@ -138,6 +144,14 @@ class Client {
     std::string read_until(const std::string& terminator, int count = 1, int timeout_ms = 5000);
     // Reads until EOF (true) or the timeout (false); received data is appended to `out`.
     bool wait_eof(int timeout_ms, std::string* out = nullptr);
+
+    // Sends as much of `bytes` as the peer takes within `timeout_ms`, never throwing: stops
+    // at the first error (the peer closed or reset) or when the socket stays full. Returns
+    // the number of bytes sent; `error` (if given) gets the errno that stopped it (0: none).
+    std::size_t send_some(const std::string& bytes, int timeout_ms, int* error = nullptr);
+    // True once a read saw EOF or a connection error (reset).
+    bool closed() const { return eof_; }
+    int fd() const { return fd_; }
 
   private:
     int fd_ = -1;
@@ -173,5 +187,66 @@ RunResult postmap(const TempDir& dir, const std::string& key, const std::string&
 
 // Runs Exim's string expansion (exim -be) with a private config; returns the result.
 RunResult exim_expand(const TempDir& dir, const std::string& expression);
+
+// ---- fault injection (tests/integration/faults_test.cpp) ------------------------------
+
+// The same as world_env() / world_dns() / world_sts(), for the world in directory `dir`
+// (a PrivateWorld) instead of $WORLD.
+std::string world_env_in(const std::string& dir, const std::string& key);
+std::string world_dns_in(const std::string& dir);
+std::string world_sts_in(const std::string& dir);
+
+// A test world of its own (tests/world/world.py start in a fresh directory), for tests that
+// kill or change world servers: the shared world ($WORLD) is never disturbed. Started by the
+// constructor (about 2-3 s; throws with world.py's output if it fails), stopped by the
+// destructor with tests/world/stop-world.sh, which signals exactly the PIDs listed in its
+// pids file (pieces restarted here are added to that file). The directory is removed.
+class PrivateWorld {
+  public:
+    PrivateWorld();
+    ~PrivateWorld();
+    PrivateWorld(const PrivateWorld&) = delete;
+    PrivateWorld& operator=(const PrivateWorld&) = delete;
+
+    const std::string& dir() const { return dir_.path(); }
+    std::string env(const std::string& key) const { return world_env_in(dir(), key); }
+    std::string dns() const { return world_dns_in(dir()); }
+    std::string sts() const { return world_sts_in(dir()); }
+
+    // The live process of server LABEL (a label of the pids file: "unbound", "nsd", "nginx",
+    // "failservers", "hostile", "smtpd"), or -1.
+    pid_t pid(const std::string& label) const;
+    // SIGKILL to server LABEL and to its child processes (nginx's workers), by PID; returns
+    // once all of them have exited. Remembers its command line for restart(). Throws if
+    // LABEL is not running.
+    void kill(const std::string& label);
+    // Starts server LABEL again with the command line it had when kill() killed it, and
+    // records it in the pids file. Returns once it runs (the caller waits for its port).
+    void restart(const std::string& label);
+    // Starts server LABEL again if kill() killed it and it is not running (a case that failed
+    // before its own restart() leaves the world whole for the next one).
+    void ensure(const std::string& label) {
+        if (killed_.count(label) && pid(label) == -1) restart(label);
+    }
+    // `world.py flip DIR NAME STATE` (the row's `after` state, or back): the result.
+    RunResult flip(const std::string& name, const std::string& state = "after");
+
+  private:
+    struct Killed {
+        std::vector<std::string> argv;
+        std::string exe;  // absolute path of the executable
+        std::string cwd;
+    };
+    TempDir dir_;
+    bool started_ = false;
+    std::map<std::string, Killed> killed_;
+    std::vector<pid_t> children_;  // restarted pieces (our children): reaped at the end
+};
+
+// True once a TCP connection to 127.0.0.1:PORT succeeds within timeout_ms (a restarted
+// server listens again).
+bool wait_port(int port, int timeout_ms);
+// VmRSS of process `pid` in KiB (from /proc/PID/status), -1 if it cannot be read.
+long vm_rss_kb(pid_t pid);
 
 }  // namespace harness
