@@ -108,7 +108,8 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               {},
               "Seconds a connection may stay idle before it is closed. Postfix's socketmap "
               "client closes idle connections after 10 s itself; its tcp_table client never "
-              "does and pays a 1 s pause when the server closed first, so keep this long.",
+              "does and pays a 1 s pause when the server closed first, so keep this long. A "
+              "request must also arrive whole within this time of its first bytes.",
               &set_field<&Config::server, &Config::Server::idle_timeout>},
              {"max_pipelined",
               Type::Int,
