@@ -224,7 +224,8 @@ const std::vector<std::pair<std::string_view, std::vector<KeySpec<Config>>>>& se
               0,
               0,
               {},
-              "Upstream resolvers for stub mode, tried in order (IP, IP:PORT, [IPv6]:PORT). "
+              "Upstream resolvers for stub mode, tried in order and asked over TCP (IP, IP:PORT, "
+              "[IPv6]:PORT). "
               "Empty: full recursion from the root. DNSSEC is validated by tlspolicyd itself "
               "either way.",
               [](Config& c, const Value& v) -> Status {

@@ -14,6 +14,7 @@
 
 #include "server/metrics.h"
 #include "util/endpoint.h"
+#include "util/event.h"
 
 namespace tlspolicy {
 
@@ -38,6 +39,12 @@ using ListPtr = std::unique_ptr<getdns_list, ListFree>;
 constexpr int64_t kResolverPenaltyMs = 30000;
 // Rounds over the resolver list for a query that is not answered.
 constexpr std::size_t kAttempts = 2;
+// How long an idle TCP connection to a resolver is kept open for the next queries.
+constexpr uint64_t kTcpIdleMs = 10000;
+// How long the next attempt of a lookup waits: getdns 1.6.0 takes down a TCP connection whose
+// last query timed out in callbacks of its own, and a query handed to it before they ran fails
+// at once ("resolver error") instead of going out on a new connection.
+constexpr int kRetryDelayMs = 5;
 // Resource records read from one reply; a longer answer is an error, not work without bound.
 constexpr std::size_t kMaxAnswerRecords = 512;
 
@@ -283,6 +290,7 @@ struct DnsClient::Pending {
     std::optional<DnsLookup> early;  // a reply delivered before getdns_general returned
     bool resolver_error = false;     // getdns reported an error, not the DNS
     bool abandoned = false;          // cancelled while sent: the reply is dropped
+    EventPtr retry;                  // set while waiting for the loop to send the next attempt
     bool parked = false;             // outlives its client: every callback is ignored
 };
 
@@ -317,6 +325,7 @@ struct DnsClient::Internal {
 
 Result<std::unique_ptr<DnsClient>> DnsClient::create(event_base* base, const DnsSettings& s) {
     std::unique_ptr<DnsClient> c(new DnsClient());
+    c->base_ = base;
     c->timeout_ms_ = s.timeout_ms;
     c->max_queries_ = static_cast<std::size_t>(std::max<int64_t>(1, s.max_queries));
 
@@ -395,6 +404,19 @@ Result<std::unique_ptr<DnsClient>> DnsClient::create(event_base* base, const Dns
                                 "resolver");
                 !st)
                 return st.error();
+            // DNS over TCP only, one connection per resolver kept open and pipelined. getdns
+            // 1.6.0's fallback from a truncated UDP answer to TCP closes descriptors twice
+            // under load, and the second close can hit a descriptor that is by then a client's
+            // connection, another DNS socket or a SQLite file (docs/soak.md). Its EDNS buffer
+            // size cannot be raised either, so answers over 1,432 bytes always take that path.
+            getdns_transport_list_t tcp_only[] = {GETDNS_TRANSPORT_TCP};
+            if (auto st =
+                    check(getdns_context_set_dns_transport_list(ctx, 1, tcp_only), "transport");
+                !st)
+                return st.error();
+            if (auto st = check(getdns_context_set_idle_timeout(ctx, kTcpIdleMs), "idle timeout");
+                !st)
+                return st.error();
             up->label = ep->to_string();
         }
         c->upstreams_.push_back(std::move(up));
@@ -420,6 +442,7 @@ DnsClient::~DnsClient() {
         // parked instead: at exit, or once per reload that changes [dns].
         for (auto& [id, p] : pending_) {
             p->parked = true;
+            p->retry.reset();
             graveyard().push_back(p.release());
         }
         graveyard().push_back(upstreams_[0]->ctx.release());
@@ -451,6 +474,11 @@ void DnsClient::cancel(QueryId id) {
     auto it = pending_.find(id);
     if (it == pending_.end()) return;
     Pending* p = it->second.get();
+    if (p->retry) {  // between two attempts: holds a slot, nothing outstanding in getdns
+        pending_.erase(it);
+        --active_;
+        return pump();
+    }
     if (p->sent) {
         // Not getdns_cancel_callback(): in recursing mode getdns 1.6 leaves libunbound a
         // pointer to the cancelled request and crashes when the context is destroyed. The
@@ -475,6 +503,12 @@ void DnsClient::start(Pending* p) {
         }
     ++active_;
     send(p);
+}
+
+void DnsClient::resend(evutil_socket_t, short, void* arg) {
+    auto* p = static_cast<Pending*>(arg);
+    p->retry.reset();
+    p->client->send(p);
 }
 
 void DnsClient::send(Pending* p) {
@@ -541,21 +575,26 @@ void DnsClient::handle(Pending* p, DnsLookup lookup) {
         --active_;
         return pump();
     }
-    // A resolver that does not answer or refuses is passed over for a while and the next one
-    // is asked. Unanswered queries get a second round (a UDP datagram may simply have been
-    // lost), like resolv.conf's "attempts:2"; the per-domain deadline bounds the total.
+    // A resolver that does not answer, fails or refuses is passed over for a while and the
+    // next one is asked. Unanswered and failed queries get a second round (a query may simply
+    // have been lost, or met a connection being taken down), like resolv.conf's "attempts:2";
+    // the per-domain deadline bounds the total. The next attempt waits kRetryDelayMs (above).
     const bool timed_out = lookup.result == DnsResult::Timeout;
-    const bool resolver_failed = timed_out || lookup.result == DnsResult::Refused ||
-                                 (lookup.result == DnsResult::Error && p->resolver_error);
-    if (resolver_failed) {
+    const bool errored = lookup.result == DnsResult::Error && p->resolver_error;
+    if (timed_out || errored || lookup.result == DnsResult::Refused) {
         const std::size_t n = upstreams_.size();
         if (n > 1) upstreams_[p->upstream]->passed_over_until = now_ms() + kResolverPenaltyMs;
-        if (p->tried < (timed_out ? kAttempts * n : n)) {
+        if (p->tried < (timed_out || errored ? kAttempts * n : n)) {
             p->upstream = (p->upstream + 1) % n;
-            return send(p);
+            p->retry.reset(evtimer_new(base_, &DnsClient::resend, p));
+            const timeval delay{0, kRetryDelayMs * 1000};
+            if (p->retry && evtimer_add(p->retry.get(), &delay) == 0) return;
+            p->retry.reset();
+            lookup.reason += " (the next attempt could not be scheduled)";
         }
     }
-    if (timed_out && p->tried > 1) lookup.reason += ", " + std::to_string(p->tried) + " attempts";
+    if ((timed_out || errored) && p->tried > 1)
+        lookup.reason += ", " + std::to_string(p->tried) + " attempts";
     count_dns_error(lookup);
     Callback cb = std::move(p->cb);
     pending_.erase(p->id);

@@ -61,11 +61,13 @@ class DnsClient {
 
     void start(Pending* p);
     void send(Pending* p);
+    static void resend(evutil_socket_t, short, void* arg);  // the next attempt of a lookup
     void handle(Pending* p, DnsLookup lookup);
     void pump();
     struct Internal;  // the getdns callback
     friend struct Internal;
 
+    event_base* base_ = nullptr;
     std::vector<std::unique_ptr<Upstream>> upstreams_;
     getdns_dict* extensions_ = nullptr;
     int64_t timeout_ms_ = 5000;

@@ -3,6 +3,8 @@
 // fail-over, the per-domain deadline, and shared resolutions. Needs $WORLD (make test).
 #include <doctest/doctest.h>
 
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -156,4 +158,56 @@ TEST_CASE("dane: concurrent lookups of one domain share one resolution") {
     event_base_dispatch(base.get());
     CHECK(verdicts.size() == 6);
     CHECK(dns->lookups_started() == 14);
+}
+
+TEST_CASE("dns: a query that times out does not fail the other queries sent beside it") {
+    // One name whose queries are never answered (the front drops them), and a steady stream
+    // of lookups of answered names while it times out twice: every one of those must come
+    // back with its data. (getdns 1.6.0 over TCP marks the resolver failed after one timeout
+    // and fails everything sent to it for a while: docs/soak.md.)
+    tlspolicy::EventBasePtr base(event_base_new());
+    tlspolicy::DnsSettings settings;
+    settings.resolvers = {"127.0.0.1:" + harness::world_env("RESOLVER_PORT")};
+    settings.trust_anchor_file = harness::world_env("ANCHOR");
+    settings.timeout_ms = 500;
+    auto created = tlspolicy::DnsClient::create(base.get(), settings);
+    REQUIRE(created.ok());
+    auto& client = **created;
+
+    std::optional<tlspolicy::DnsLookup> dropped;
+    client.query("mx-timeout.test", tlspolicy::kTypeMx,
+                 [&](tlspolicy::DnsLookup l) { dropped = std::move(l); });
+    const std::vector<std::string> names = {"dane-ee.test", "dane-two.test", "dane-ta-spki.test"};
+    std::vector<tlspolicy::DnsLookup> others;
+    std::size_t started = 0;
+    // A new lookup every 20 ms until the dropped one has ended, so that some are always
+    // outstanding when its attempts time out.
+    struct Ticker {
+        std::function<void()> fn;
+        static void cb(evutil_socket_t, short, void* arg) { static_cast<Ticker*>(arg)->fn(); }
+    } ticker;
+    tlspolicy::EventPtr tick(evtimer_new(base.get(), &Ticker::cb, &ticker));
+    ticker.fn = [&] {
+        if (dropped) return;
+        client.query(names[started % names.size()], tlspolicy::kTypeMx,
+                     [&](tlspolicy::DnsLookup l) { others.push_back(std::move(l)); });
+        ++started;
+        timeval tv{0, 20000};
+        evtimer_add(tick.get(), &tv);
+    };
+    ticker.fn();
+    event_base_dispatch(base.get());
+
+    REQUIRE(dropped);
+    CHECK(dropped->result == tlspolicy::DnsResult::Timeout);
+    CHECK(contains(dropped->reason, "2 attempts"));
+    CHECK(started >= 40);  // the stream ran through both attempts (2 × 500 ms)
+    CHECK(others.size() == started);
+    for (const auto& l : others) {
+        CAPTURE(l.name);
+        CAPTURE(l.reason);
+        CHECK(l.result == tlspolicy::DnsResult::Data);
+        CHECK(l.dnssec == tlspolicy::Dnssec::Secure);
+        CHECK_FALSE(l.mx.empty());
+    }
 }

@@ -105,6 +105,21 @@ class OneShot(asyncio.DatagramProtocol):
             self.fut.set_result(data)
 
 
+async def udp_exchange(data, upstream):
+    """The resolver's UDP answer to one query, or None when it does not come in time."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    tr, _ = await loop.create_datagram_endpoint(lambda: OneShot(fut),
+                                                remote_addr=("127.0.0.1", upstream))
+    try:
+        tr.sendto(data)
+        return await asyncio.wait_for(fut, UPSTREAM_TIMEOUT)
+    except asyncio.TimeoutError:
+        return None
+    finally:
+        tr.close()
+
+
 class Front(asyncio.DatagramProtocol):
     def __init__(self, upstream, zones, sem):
         self.upstream, self.zones, self.sem = upstream, zones, sem
@@ -129,18 +144,9 @@ class Front(asyncio.DatagramProtocol):
 
     async def relay(self, data, addr):
         async with self.sem:
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            tr, _ = await loop.create_datagram_endpoint(lambda: OneShot(fut),
-                                                        remote_addr=("127.0.0.1", self.upstream))
-            try:
-                tr.sendto(data)
-                reply = await asyncio.wait_for(fut, UPSTREAM_TIMEOUT)
+            reply = await udp_exchange(data, self.upstream)
+            if reply is not None:
                 self.transport.sendto(reply, addr)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                tr.close()
 
 
 async def front_tcp(reader, writer, upstream, zones, sem):
@@ -148,15 +154,23 @@ async def front_tcp(reader, writer, upstream, zones, sem):
     tasks = set()
 
     async def relay(msg):
+        # Asked of the resolver over UDP, and again over TCP only when that answer is
+        # truncated: a client that sends everything over TCP (tlspolicyd does) would otherwise
+        # cost the resolver one TCP connection per query, and unbound's TCP slots run out
+        # under load (queries wait, clients time out: the relay's fault, not theirs).
         async with sem:
             try:
-                ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
-                uw.write(struct.pack("!H", len(msg)) + msg)
-                head = await asyncio.wait_for(ur.readexactly(2), UPSTREAM_TIMEOUT)
-                reply = await ur.readexactly(struct.unpack("!H", head)[0])
-                uw.close()
+                reply = await udp_exchange(msg, upstream)
+                if reply is None:
+                    return
+                if len(reply) < 3 or reply[2] & 0x02:  # TC
+                    ur, uw = await asyncio.open_connection("127.0.0.1", upstream)
+                    uw.write(struct.pack("!H", len(msg)) + msg)
+                    head = await asyncio.wait_for(ur.readexactly(2), UPSTREAM_TIMEOUT)
+                    reply = await ur.readexactly(struct.unpack("!H", head)[0])
+                    uw.close()
                 async with lock:
-                    writer.write(head + reply)
+                    writer.write(struct.pack("!H", len(reply)) + reply)
                     await writer.drain()
             except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 pass
