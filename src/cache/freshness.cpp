@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <mutex>
-#include <unordered_map>
+#include <new>
+#include <stdexcept>
+#include <vector>
 
 namespace tlspolicy {
 
@@ -27,44 +30,118 @@ int64_t stale_until(Outcome outcome, Source source, int64_t expires_at, const St
 
 namespace {
 
-// The texts in use, by content. An entry leaves when its last holder does (the deleter);
+using TextNode = SharedText::Node;
+
+std::string_view text_of(const TextNode* n) {
+    return {reinterpret_cast<const char*>(n + 1), n->size};
+}
+
+// The texts in use, by content: an open-addressing set of nodes (linear probing, at most half
+// full, backward-shift deletion). A node leaves when its last holder drops it; the pool is
 // never destroyed, so SharedText objects alive at exit are safe.
-struct TextPool {
+class TextPool {
+  public:
     std::mutex mu;
-    std::unordered_map<std::string_view, std::weak_ptr<const std::string>> texts;
+
+    // The node holding `text` (hash `h`), or null.
+    TextNode* find(std::string_view text, uint32_t h) const {
+        if (slots_.empty()) return nullptr;
+        for (std::size_t i = h & mask(); slots_[i]; i = (i + 1) & mask())
+            if (slots_[i]->hash == h && text_of(slots_[i]) == text) return slots_[i];
+        return nullptr;
+    }
+    // Adds `n`, whose text is not in the pool.
+    void add(TextNode* n) {
+        if ((count_ + 1) * 2 > slots_.size()) grow();
+        std::size_t i = n->hash & mask();
+        while (slots_[i])
+            i = (i + 1) & mask();
+        slots_[i] = n;
+        ++count_;
+    }
+    // Removes `n` itself (not another node with the same text); false when it is not there.
+    bool remove(const TextNode* n) {
+        if (slots_.empty()) return false;
+        std::size_t i = n->hash & mask();
+        while (slots_[i] != n) {
+            if (!slots_[i]) return false;
+            i = (i + 1) & mask();
+        }
+        for (std::size_t j = (i + 1) & mask(); slots_[j]; j = (j + 1) & mask()) {
+            const std::size_t k = slots_[j]->hash & mask();
+            if (((j - k) & mask()) < ((j - i) & mask())) continue;  // home in (i, j]
+            slots_[i] = slots_[j];
+            i = j;
+        }
+        slots_[i] = nullptr;
+        --count_;
+        return true;
+    }
+
+  private:
+    std::size_t mask() const { return slots_.size() - 1; }
+    void grow() {
+        std::vector<TextNode*> old(std::max<std::size_t>(64, slots_.size() * 2), nullptr);
+        old.swap(slots_);
+        count_ = 0;
+        for (TextNode* n : old)
+            if (n) add(n);
+    }
+    std::vector<TextNode*> slots_;  // size a power of two
+    std::size_t count_ = 0;
 };
 TextPool& text_pool() {
     static auto* pool = new TextPool;
     return *pool;
 }
 
+uint32_t text_hash(std::string_view text) {
+    const uint64_t h = std::hash<std::string_view>{}(text);
+    return static_cast<uint32_t>(h ^ (h >> 32));
+}
+
 }  // namespace
 
 SharedText::SharedText(std::string_view text) {
     if (text.empty()) return;
+    if (text.size() > UINT32_MAX) throw std::length_error("SharedText: text too long");
+    const uint32_t h = text_hash(text);
     TextPool& pool = text_pool();
     std::lock_guard<std::mutex> g(pool.mu);
-    if (auto it = pool.texts.find(text); it != pool.texts.end()) {
-        if ((text_ = it->second.lock())) return;
-        pool.texts.erase(it);  // its last holder is on the way out
-    }
-    const auto* owned = new std::string(text);
-    text_ = std::shared_ptr<const std::string>(owned, [](const std::string* s) {
-        TextPool& p = text_pool();
-        {
-            std::lock_guard<std::mutex> lock(p.mu);
-            // Only this text's own slot: a new holder may have replaced it meanwhile.
-            if (auto it = p.texts.find(*s); it != p.texts.end() && it->first.data() == s->data())
-                p.texts.erase(it);
+    if (Node* n = pool.find(text, h)) {
+        // A node whose count reached 0 is on its way out (its last holder waits for the lock
+        // to unpool it): never revive it, put a new one in its place.
+        for (uint32_t r = n->refs.load(std::memory_order_relaxed); r != 0;) {
+            if (n->refs.compare_exchange_weak(r, r + 1, std::memory_order_relaxed)) {
+                node_ = n;
+                return;
+            }
         }
-        delete s;
-    });
-    pool.texts.emplace(*owned, text_);
+        pool.remove(n);
+    }
+    void* mem = ::operator new(sizeof(Node) + text.size());
+    node_ = new (mem) Node;
+    node_->size = static_cast<uint32_t>(text.size());
+    node_->hash = h;
+    std::memcpy(static_cast<char*>(mem) + sizeof(Node), text.data(), text.size());
+    pool.add(node_);
+}
+
+void SharedText::release(Node* node) {
+    if (node->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    TextPool& pool = text_pool();
+    {
+        std::lock_guard<std::mutex> g(pool.mu);
+        pool.remove(node);  // only this node: a new one may have replaced it meanwhile
+    }
+    node->~Node();
+    ::operator delete(node);
 }
 
 namespace {
 const std::string kStsStatuses[] = {"", "found", "renewed", "cached", "not_found", "errored"};
-}
+static_assert(std::size(kStsStatuses) == StsStatus::kCodes);
+}  // namespace
 
 StsStatus& StsStatus::operator=(std::string_view status) {
     code_ = 0;
@@ -75,11 +152,6 @@ StsStatus& StsStatus::operator=(std::string_view status) {
 
 const std::string& StsStatus::str() const {
     return kStsStatuses[code_];
-}
-
-const std::string& SharedText::str() const {
-    static const std::string empty;
-    return text_ ? *text_ : empty;
 }
 
 bool cacheable(const Resolution& r, const Answer& a) {

@@ -12,12 +12,14 @@
 // - A used entry is refreshed shortly before it expires; failed refreshes back off.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "cache/store.h"
 #include "core/answer.h"
@@ -39,18 +41,42 @@ CacheSettings cache_settings(const Config& config);
 // SQLite file).
 // Text shared by every cached answer that has it: reasons repeat across domains ("secure MX
 // set, usable TLSA on all 2 MX host(s)"), so a million entries hold each distinct text once.
-// Reads as a const std::string&; thread-safe.
+// One pointer wide; a distinct text costs one allocation (count, size and text together) and
+// two pointers in the pool. Reads as a std::string_view, valid while this object holds it;
+// thread-safe.
 class SharedText {
   public:
     SharedText() = default;
     explicit SharedText(std::string_view text);
+    SharedText(const SharedText& other) noexcept : node_(other.node_) {
+        if (node_) node_->refs.fetch_add(1, std::memory_order_relaxed);
+    }
+    SharedText(SharedText&& other) noexcept : node_(std::exchange(other.node_, nullptr)) {}
+    SharedText& operator=(SharedText other) noexcept {
+        std::swap(node_, other.node_);
+        return *this;
+    }
     SharedText& operator=(std::string_view text) { return *this = SharedText(text); }
-    const std::string& str() const;  // "" when empty
-    operator const std::string&() const { return str(); }
+    ~SharedText() {
+        if (node_) release(node_);
+    }
+    std::string_view str() const {  // "" when empty
+        return node_ ? std::string_view(reinterpret_cast<const char*>(node_ + 1), node_->size)
+                     : std::string_view();
+    }
+    operator std::string_view() const { return str(); }
     bool operator==(std::string_view other) const { return str() == other; }
 
+    // The header of the one allocation; the text follows it.
+    struct Node {
+        std::atomic<uint32_t> refs{1};
+        uint32_t size = 0;
+        uint32_t hash = 0;
+    };
+
   private:
-    std::shared_ptr<const std::string> text_;
+    static void release(Node* node);  // drops one reference; the last one unpools and frees
+    Node* node_ = nullptr;
 };
 
 // How an MTA-STS policy was obtained (StsOutcome::status: "found", "renewed", "cached",
@@ -61,6 +87,14 @@ class StsStatus {
     StsStatus& operator=(std::string_view status);
     const std::string& str() const;
     operator const std::string&() const { return str(); }
+    // The byte itself (0 .. kCodes - 1), for storage narrower than a byte.
+    static constexpr uint8_t kCodes = 6;
+    uint8_t code() const { return code_; }
+    static StsStatus from_code(uint8_t code) {
+        StsStatus s;
+        s.code_ = code < kCodes ? code : 0;
+        return s;
+    }
 
   private:
     uint8_t code_ = 0;

@@ -275,40 +275,38 @@ struct CacheMetrics {
     metrics::Counter& refresh_failed = refreshes("failed");
 };
 
-struct PolicyCache::Entry {
-    const std::string* domain = nullptr;  // the map's key
-    CachedAnswer c;
-    uint64_t generation = 0;
-    bool used = false;  // answered a lookup since it was stored: refresh it ahead
-    bool in_found_list = false;
-    uint16_t failures = 0;  // consecutive failed resolutions (saturates)
-    uint32_t unflushed_hits = 0;  // flushed every kHitFlushSeconds, long before 2^32
-    int64_t retry_at = 0;  // while failing: served stale without a new resolution until then
-    int64_t last_used = 0;
-    Entry* lru_prev = nullptr;  // towards the front of its LruList
-    Entry* lru_next = nullptr;
-};
+namespace {
 
-void PolicyCache::LruList::push_front(Entry& e) {
-    e.lru_prev = nullptr;
+// Unix seconds in an Entry: 0 .. 2^32 - 1 (2106); earlier times read as 0, later ones as 2106.
+uint32_t pack_time(int64_t t) {
+    return static_cast<uint32_t>(std::clamp<int64_t>(t, 0, UINT32_MAX));
+}
+
+}  // namespace
+
+void PolicyCache::LruList::push_front(Table& t, Ref r) {
+    Entry& e = t[r];
+    e.lru_prev = kNone;
     e.lru_next = front;
-    (front ? front->lru_prev : back) = &e;
-    front = &e;
+    if (front != kNone)
+        t[front].lru_prev = r;
+    else
+        back = r;
+    front = r;
 }
 
-void PolicyCache::LruList::erase(Entry& e) {
-    (e.lru_prev ? e.lru_prev->lru_next : front) = e.lru_next;
-    (e.lru_next ? e.lru_next->lru_prev : back) = e.lru_prev;
-    e.lru_prev = e.lru_next = nullptr;
-}
-
-void PolicyCache::LruList::reverse() {
-    for (Entry* e = front; e;) {
-        Entry* next = e->lru_next;
-        std::swap(e->lru_prev, e->lru_next);
-        e = next;
-    }
-    std::swap(front, back);
+void PolicyCache::LruList::erase(Table& t, Ref r) {
+    Entry& e = t[r];
+    const Ref prev = e.lru_prev, next = e.lru_next;
+    if (prev != kNone)
+        t[prev].lru_next = next;
+    else
+        front = next;
+    if (next != kNone)
+        t[next].lru_prev = prev;
+    else
+        back = prev;
+    e.lru_prev = e.lru_next = kNone;
 }
 
 struct PolicyCache::Waiter {
@@ -402,23 +400,51 @@ void PolicyCache::load_file() {
     }
     cursor_ = ChangeCursor{*seq, {}, false};
     const int64_t now = clock_();
-    // One allocation of the buckets instead of rehashing all the way up.
+    // One allocation of the index instead of growing it all the way up.
     entries_.reserve(std::min<std::size_t>(settings_.max_entries, 1u << 20));
-    // Rows are taken one at a time: the whole file is never held in memory twice.
-    auto st = store_->load_each(settings_.max_entries, [&](CacheRow&& row) {
+    // Rows come in the file's order, each with its rank in use order (0 = most recently
+    // used), one at a time: the whole file is never held in memory twice. The LRU lists are
+    // linked, and the MTA-STS engine is told the policies, in rank order once all are read:
+    // as if the rows had come most recently used first.
+    std::vector<Ref> by_rank;
+    struct StsRow {
+        std::size_t rank;
+        Ref ref;             // the entry that holds the policy, or kNone: then...
+        std::string domain;  // ...the domain (a row too old to answer from)
+        StsPolicyPtr sts;
+    };
+    std::vector<StsRow> sts_rows;
+    auto st = store_->load_ranked(settings_.max_entries, [&](CacheRow&& row, std::size_t rank) {
         StsPolicyPtr sts = sts_policy_from_row(row);
-        if (sts) engine_.remember_sts(row.domain, sts);
-        if (row.stale_until <= now) return;  // domains are unique: the table's primary key
-        auto c = cached_from_row(row.domain, row, defaults_, std::move(sts));
-        if (!c) return;
-        Entry& e = store_entry(row.domain, std::move(*c));
-        e.last_used = row.last_used;
-        ++stats_.loaded;
+        // Domains are unique (the table's primary key) and at most max_entries rows come, so
+        // nothing is evicted while loading and every Ref stays valid.
+        Ref r = kNone;
+        if (row.stale_until > now) {
+            if (auto c = cached_from_row(row.domain, row, defaults_, sts)) {
+                r = store_entry(row.domain, std::move(*c), false);
+                entries_[r].last_used = pack_time(row.last_used);
+                if (rank >= by_rank.size()) by_rank.resize(rank + 1, kNone);
+                by_rank[rank] = r;
+                ++stats_.loaded;
+            }
+        }
+        if (sts) {
+            if (r != kNone && sts_of(entries_[r]) == sts)
+                sts_rows.push_back({rank, r, {}, nullptr});
+            else
+                sts_rows.push_back({rank, kNone, std::move(row.domain), std::move(sts)});
+        }
     });
-    // load_each() gives the most recently used first, and linking put each in front: turn the
-    // lists round.
-    lru_found_.reverse();
-    lru_not_found_.reverse();
+    std::sort(sts_rows.begin(), sts_rows.end(),
+              [](const StsRow& a, const StsRow& b) { return a.rank < b.rank; });
+    for (auto& s : sts_rows) {
+        if (s.ref != kNone)
+            engine_.remember_sts(std::string(entries_.key(s.ref)), sts_of(entries_[s.ref]));
+        else
+            engine_.remember_sts(s.domain, std::move(s.sts));
+    }
+    for (auto r = by_rank.rbegin(); r != by_rank.rend(); ++r)
+        if (*r != kNone) link(*r);  // the most recently used ends up in front
     if (!st) {
         log::error(st.error().message + "; keeping the " + std::to_string(stats_.loaded) +
                    " answer(s) read before it");
@@ -429,47 +455,109 @@ void PolicyCache::load_file() {
     log::info("cache " + path_ + ": " + std::to_string(stats_.loaded) + " answer(s) loaded");
 }
 
-void PolicyCache::link(Entry& e) {
-    e.in_found_list = e.c.outcome == Outcome::Found;
-    (e.in_found_list ? lru_found_ : lru_not_found_).push_front(e);
+void PolicyCache::link(Ref r) {
+    Entry& e = entries_[r];
+    e.in_found_list = e.outcome() == Outcome::Found;
+    (e.in_found_list ? lru_found_ : lru_not_found_).push_front(entries_, r);
 }
 
-void PolicyCache::unlink(Entry& e) {
-    (e.in_found_list ? lru_found_ : lru_not_found_).erase(e);
+void PolicyCache::unlink(Ref r) {
+    (entries_[r].in_found_list ? lru_found_ : lru_not_found_).erase(entries_, r);
+}
+
+CachedAnswer PolicyCache::cached(const Entry& e) const {
+    CachedAnswer c;
+    c.outcome = e.outcome();
+    c.source = e.source();
+    c.sts_status = e.sts_status();
+    c.policy = e.policy;
+    c.reason = e.reason;
+    c.fetched_at = e.fetched_at;
+    c.expires_at = e.expires_at;
+    c.stale_until = e.stale_until;
+    c.sts = sts_of(e);
+    return c;
+}
+
+void PolicyCache::assign(Entry& e, CachedAnswer&& c) {
+    e.set_outcome(c.outcome);
+    e.set_source(c.source);
+    e.set_sts_status(c.sts_status);
+    e.policy = std::move(c.policy);
+    e.reason = std::move(c.reason);
+    e.fetched_at = pack_time(c.fetched_at);
+    e.expires_at = pack_time(c.expires_at);
+    e.stale_until = pack_time(c.stale_until);
+    set_sts(e, std::move(c.sts));
+}
+
+const StsPolicyPtr& PolicyCache::sts_of(const Entry& e) const {
+    static const StsPolicyPtr none;
+    return e.sts == kNoSts ? none : sts_[e.sts];
+}
+
+void PolicyCache::set_sts(Entry& e, StsPolicyPtr p) {
+    if (e.sts != kNoSts && !p) {
+        sts_[e.sts].reset();
+        sts_free_.push_back(e.sts);
+        e.sts = kNoSts;
+    } else if (e.sts != kNoSts) {
+        sts_[e.sts] = std::move(p);
+    } else if (p) {
+        if (sts_free_.empty()) {
+            e.sts = static_cast<uint32_t>(sts_.size());
+            sts_.push_back(std::move(p));
+        } else {
+            e.sts = sts_free_.back();
+            sts_free_.pop_back();
+            sts_[e.sts] = std::move(p);
+        }
+    }
 }
 
 bool PolicyCache::evict_one() {
     // Not-found answers are the cheapest to lose; then the least recently used.
     auto& list = !lru_not_found_.empty() ? lru_not_found_ : lru_found_;
     if (list.empty()) return false;
-    const std::string domain = *list.back->domain;
-    erase_entry(domain);
+    erase_ref(list.back);
     ++stats_.evictions;
     return true;
 }
 
 void PolicyCache::erase_entry(const std::string& domain) {
-    auto it = entries_.find(domain);
-    if (it == entries_.end()) return;
-    unlink(it->second);
-    entries_.erase(it);
+    if (const Ref r = entries_.find(domain); r != kNone) erase_ref(r);
+}
+
+void PolicyCache::erase_ref(Ref r) {
+    unlink(r);
+    set_sts(entries_[r], nullptr);
+    entries_.erase(r);
+    if (entries_.empty()) {
+        // Everything went (a purge of all): give the side table's memory back too.
+        std::vector<StsPolicyPtr>().swap(sts_);
+        std::vector<uint32_t>().swap(sts_free_);
+    }
 }
 
 std::size_t PolicyCache::forget(const std::string& domain) {
+    if (!domain.empty()) {
+        const Ref r = entries_.find(domain);
+        if (r != kNone) erase_ref(r);
+        engine_.forget(domain);
+        return r != kNone ? 1 : 0;
+    }
+    // Everything: the table is emptied at once, then the engine forgets each domain.
     std::vector<std::string> gone;
-    if (domain.empty()) {
-        for (const auto& [d, e] : entries_)
-            gone.push_back(d);
-    } else {
-        gone.push_back(domain);
-    }
-    std::size_t n = 0;
-    for (const auto& d : gone) {
-        n += entries_.count(d);
-        erase_entry(d);
+    gone.reserve(entries_.size());
+    entries_.for_each([&](Ref, std::string_view d, Entry&) { gone.emplace_back(d); });
+    entries_.clear();
+    lru_found_ = {};
+    lru_not_found_ = {};
+    std::vector<StsPolicyPtr>().swap(sts_);
+    std::vector<uint32_t>().swap(sts_free_);
+    for (const auto& d : gone)
         engine_.forget(d);
-    }
-    return n;
+    return gone.size();
 }
 
 std::size_t PolicyCache::purge(const std::string& domain) {
@@ -478,53 +566,57 @@ std::size_t PolicyCache::purge(const std::string& domain) {
     return n;
 }
 
-PolicyCache::Entry& PolicyCache::store_entry(const std::string& domain, CachedAnswer c) {
+PolicyCache::Ref PolicyCache::store_entry(const std::string& domain, CachedAnswer c,
+                                          bool link_now) {
     // One lookup (a million of them at start): insert, then make room among the others (the
-    // new entry is not linked yet, so eviction cannot pick it).
-    auto [it, inserted] = entries_.try_emplace(domain);
+    // new entry is not linked yet, so eviction cannot pick it; Refs stay valid).
+    const auto [r, inserted] = entries_.insert(domain);
     if (inserted) {
-        it->second.domain = &it->first;
         while (entries_.size() > settings_.max_entries && evict_one()) {
         }
     } else {
-        unlink(it->second);
+        unlink(r);
     }
-    Entry& e = it->second;
-    e.c = std::move(c);
+    Entry& e = entries_[r];
+    assign(e, std::move(c));
     e.generation = ++generation_;
     e.used = false;
     e.failures = 0;
     e.retry_at = 0;
-    link(e);
-    return e;
+    if (link_now) link(r);
+    return r;
 }
 
 Answer PolicyCache::answer_from(const std::string& domain, const Entry& e,
                                 const PolicySettings& settings, int64_t now) const {
-    if (e.c.sts && !(settings == defaults_)) return render(domain, e.c, settings, now);
+    if (e.sts != kNoSts && !(settings == defaults_))
+        return render(domain, cached(e), settings, now);
     Answer a;
-    a.outcome = e.c.outcome;
-    a.policy = e.c.policy;
-    a.source = e.c.source;
-    a.reason = e.c.reason;
-    a.ttl = std::max<int64_t>(e.c.expires_at - now, 0);
+    a.outcome = e.outcome();
+    a.policy = e.policy.str();
+    a.source = e.source();
+    a.reason = e.reason.str();
+    a.ttl = std::max<int64_t>(int64_t{e.expires_at} - now, 0);
     return a;
 }
 
-void PolicyCache::hit(Entry& e, int64_t now) {
+void PolicyCache::hit(Ref r, int64_t now) {
     ++stats_.hits;
     CacheMetrics::get().hit.inc();
-    e.last_used = now;
-    if (e.unflushed_hits++ == 0) dirty_hits_.push_back(*e.domain);
+    Entry& e = entries_[r];
+    e.last_used = pack_time(now);
+    if (e.unflushed_hits++ == 0) dirty_hits_.push_back(r);
     auto& list = e.in_found_list ? lru_found_ : lru_not_found_;
-    list.erase(e);
-    list.push_front(e);
+    if (list.front != r) {
+        list.erase(entries_, r);
+        list.push_front(entries_, r);
+    }
     if (!e.used) {
         // First use since it was stored: refresh it before it expires.
         e.used = true;
         if (due_.size() > 2 * settings_.max_entries + 1024) rebuild_due();
         const double jitter = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-        due_.push({refresh_time(e.c.fetched_at, e.c.expires_at, jitter), e.generation, *e.domain});
+        due_.push({refresh_time(e.fetched_at, e.expires_at, jitter), e.generation, r});
     }
 }
 
@@ -534,20 +626,20 @@ void PolicyCache::rebuild_due() {
     std::vector<Due> keep;
     while (!due_.empty()) {
         const Due& d = due_.top();
-        auto it = entries_.find(d.domain);
-        if (it != entries_.end() && it->second.generation == d.generation && it->second.used)
+        if (entries_.live(d.ref) && entries_[d.ref].generation == d.generation &&
+            entries_[d.ref].used)
             keep.push_back(d);
         due_.pop();
     }
     for (auto& d : keep)
-        due_.push(std::move(d));
+        due_.push(d);
 }
 
 bool PolicyCache::stale_answer(const std::string& domain, const PolicySettings& settings,
                                int64_t now, const std::string& why, Answer& out) {
-    auto it = entries_.find(domain);
-    if (it == entries_.end() || now >= it->second.c.stale_until) return false;
-    Answer a = answer_from(domain, it->second, settings, now);
+    const Ref r = entries_.find(domain);
+    if (r == kNone || now >= entries_[r].stale_until) return false;
+    Answer a = answer_from(domain, entries_[r], settings, now);
     // Only a policy is served stale: a stale "not found" could hide one published since.
     if (a.outcome != Outcome::Found) return false;
     a.reason = "stale answer (" + why + ")";
@@ -561,10 +653,10 @@ bool PolicyCache::stale_answer(const std::string& domain, const PolicySettings& 
 void PolicyCache::lookup(const std::string& domain, const PolicySettings& settings,
                          AnswerCallback done) {
     const int64_t now = clock_();
-    if (auto it = entries_.find(domain); it != entries_.end()) {
-        Entry& e = it->second;
-        if (now < e.c.expires_at) {
-            hit(e, now);
+    if (const Ref r = entries_.find(domain); r != kNone) {
+        Entry& e = entries_[r];
+        if (now < e.expires_at) {
+            hit(r, now);
             return done(answer_from(domain, e, settings, now));
         }
         // Expired while resolutions fail: stale (where allowed) until the next retry is due,
@@ -572,7 +664,7 @@ void PolicyCache::lookup(const std::string& domain, const PolicySettings& settin
         Answer stale;
         if (e.failures > 0 && now < e.retry_at &&
             stale_answer(domain, settings, now, "refresh failing", stale)) {
-            e.last_used = now;
+            e.last_used = pack_time(now);
             return done(std::move(stale));
         }
     }
@@ -606,9 +698,10 @@ void PolicyCache::lookup(const std::string& domain, const PolicySettings& settin
 void PolicyCache::launch(const std::string& domain) {
     // The MTA-STS engine may have forgotten a policy this entry still holds (its memory is
     // bounded separately): give it back, so a failed fetch cannot turn it into "not found".
-    if (auto it = entries_.find(domain);
-        it != entries_.end() && it->second.c.sts && it->second.c.sts->expires_at > clock_())
-        engine_.remember_sts(domain, it->second.c.sts);
+    if (const Ref r = entries_.find(domain); r != kNone) {
+        const StsPolicyPtr& sts = sts_of(entries_[r]);
+        if (sts && sts->expires_at > clock_()) engine_.remember_sts(domain, sts);
+    }
     std::weak_ptr<bool> alive = alive_;
     engine_.resolve(domain, [this, alive, domain](std::shared_ptr<const Resolution> r) {
         if (alive.expired()) return;
@@ -650,20 +743,19 @@ void PolicyCache::finished(const std::string& domain, std::shared_ptr<const Reso
         store_entry(domain, std::move(c));
         stored = true;
         if (f->refresh) CacheMetrics::get().refresh_ok.inc();
-    } else if (auto it = entries_.find(domain); it != entries_.end()) {
+    } else if (const Ref ref = entries_.find(domain); ref != kNone) {
         // Not cacheable: a failure, or an answer without a lifetime (TTL 0, an unfinished
         // TLSA lookup). Either way the entry could not be renewed: back off, keep it.
-        Entry& e = it->second;
-        if (e.failures < UINT16_MAX) ++e.failures;
-        e.retry_at = now + refresh_backoff(e.failures);
+        Entry& e = entries_[ref];
+        if (e.failures < 15) ++e.failures;
+        e.retry_at = pack_time(now + refresh_backoff(static_cast<int>(e.failures)));
         if (f->refresh) {
             ++stats_.refresh_failures;
             CacheMetrics::get().refresh_failed.inc();
             log::warning(domain + ": refresh failed (" + log::sanitize(def.reason) +
                          "); keeping the cached answer, next try in " +
-                         std::to_string(e.retry_at - now) + " s");
-            if (e.used && e.retry_at < e.c.stale_until)
-                due_.push({e.retry_at, e.generation, domain});
+                         std::to_string(int64_t{e.retry_at} - now) + " s");
+            if (e.used && e.retry_at < e.stale_until) due_.push({e.retry_at, e.generation, ref});
         }
     }
 
@@ -683,11 +775,13 @@ void PolicyCache::flush_hits() {
     if (dirty_hits_.empty()) return;
     std::vector<HitDelta> deltas;
     deltas.reserve(dirty_hits_.size());
-    for (const auto& d : dirty_hits_) {
-        auto it = entries_.find(d);
-        if (it == entries_.end() || it->second.unflushed_hits == 0) continue;
-        deltas.push_back({d, it->second.unflushed_hits, it->second.last_used});
-        it->second.unflushed_hits = 0;
+    for (const Ref r : dirty_hits_) {
+        // An entry erased since has no hits to give; one stored in its slot since counts its
+        // own (and was listed itself).
+        if (!entries_.live(r) || entries_[r].unflushed_hits == 0) continue;
+        Entry& e = entries_[r];
+        deltas.push_back({std::string(entries_.key(r)), e.unflushed_hits, e.last_used});
+        e.unflushed_hits = 0;
     }
     dirty_hits_.clear();
     if (writer_ && !deltas.empty()) writer_->put_hits(std::move(deltas));
@@ -697,8 +791,9 @@ void PolicyCache::rewrite_all() {
     // The file was replaced: everything known goes into the fresh one.
     // (Domains DANE decided lose their stored MTA-STS policy here; the MTA-STS engine still
     // holds it and the next resolution stores it again.)
-    for (auto& [domain, e] : entries_)
-        writer_->put(cache_row(domain, e.c, e.c.sts.get(), {}));
+    entries_.for_each([&](Ref, std::string_view domain, const Entry& e) {
+        writer_->put(cache_row(std::string(domain), cached(e), sts_of(e).get(), {}));
+    });
 }
 
 void PolicyCache::sync_file() {
@@ -738,13 +833,12 @@ void PolicyCache::apply_changes(const CacheChanges& ch) {
         StsPolicyPtr sts = sts_policy_from_row(row);
         if (sts) engine_.remember_sts(row.domain, sts);
         if (row.stale_until <= now) continue;
-        auto it = entries_.find(row.domain);
-        if (it != entries_.end() && it->second.c.fetched_at > row.fetched_at) continue;
+        const Ref r = entries_.find(row.domain);
+        if (r != kNone && entries_[r].fetched_at > pack_time(row.fetched_at)) continue;
         auto c = cached_from_row(row.domain, row, defaults_, sts);
         if (!c) continue;
-        const int64_t last_used = it != entries_.end() ? it->second.last_used : row.last_used;
-        Entry& e = store_entry(row.domain, std::move(*c));
-        e.last_used = last_used;
+        const uint32_t last_used = r != kNone ? entries_[r].last_used : pack_time(row.last_used);
+        entries_[store_entry(row.domain, std::move(*c))].last_used = last_used;
         ++stats_.synced_rows;
     }
 }
@@ -754,19 +848,20 @@ void PolicyCache::tick() {
     // Refresh-ahead of used entries, a bounded number at once.
     while (!due_.empty() && due_.top().at <= now) {
         if (refreshes_running_ >= settings_.max_refreshes) break;
-        Due d = due_.top();
+        const Due d = due_.top();
         due_.pop();
-        auto it = entries_.find(d.domain);
-        if (it == entries_.end() || it->second.generation != d.generation || !it->second.used)
-            continue;                            // replaced, evicted or not used since
-        if (flights_.count(d.domain)) continue;  // a client's miss is resolving it already
-        if (now >= it->second.c.stale_until) continue;
+        if (!entries_.live(d.ref) || entries_[d.ref].generation != d.generation ||
+            !entries_[d.ref].used)
+            continue;  // replaced, evicted or not used since
+        const std::string domain(entries_.key(d.ref));
+        if (flights_.count(domain)) continue;  // a client's miss is resolving it already
+        if (now >= entries_[d.ref].stale_until) continue;
         auto f = std::make_shared<Flight>();
         f->refresh = true;
         ++refreshes_running_;
         ++stats_.refreshes;
-        flights_.emplace(d.domain, std::move(f));
-        launch(d.domain);
+        flights_.emplace(domain, std::move(f));
+        launch(domain);
     }
     if (!use_file_) return;
     if (store_ && store_->file_replaced()) {
@@ -812,20 +907,22 @@ void PolicyCache::set_config(const Config& config) {
                      ": takes effect at the next start; still using " + path_);
     if (!(config.policy == defaults_)) {
         defaults_ = config.policy;
-        for (auto& [domain, e] : entries_) {
-            if (!e.c.sts) continue;
-            Answer a = DomainEngine::sts_decision(domain, *e.c.sts, e.c.sts_status, defaults_);
-            e.c.outcome = a.outcome;
-            e.c.policy = a.outcome == Outcome::Found ? a.policy : std::string();
-            e.c.source = a.source;
-            e.c.reason = a.reason;
-            e.c.stale_until = stale_until(e.c.outcome, e.c.source, e.c.expires_at, e.c.sts.get(),
-                                          settings_.stale_ttl);
-            if (e.in_found_list != (e.c.outcome == Outcome::Found)) {
-                unlink(e);
-                link(e);
+        entries_.for_each([&](Ref r, std::string_view domain, Entry& e) {
+            if (e.sts == kNoSts) return;
+            const StoredStsPolicy& sts = *sts_[e.sts];
+            Answer a =
+                DomainEngine::sts_decision(std::string(domain), sts, e.sts_status(), defaults_);
+            e.set_outcome(a.outcome);
+            e.policy = a.outcome == Outcome::Found ? a.policy : std::string();
+            e.set_source(a.source);
+            e.reason = a.reason;
+            e.stale_until = pack_time(
+                stale_until(e.outcome(), e.source(), e.expires_at, &sts, settings_.stale_ttl));
+            if (e.in_found_list != (e.outcome() == Outcome::Found)) {
+                unlink(r);
+                link(r);
             }
-        }
+        });
     }
     while (entries_.size() > settings_.max_entries && evict_one()) {
     }

@@ -28,6 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache/domain_table.h"
 #include "cache/freshness.h"
 #include "cache/store.h"
 #include "core/config.h"
@@ -92,13 +93,49 @@ class PolicyCache : public PolicyEngine {
     void flush();
 
   private:
-    struct Entry;
+    using Ref = DomainRef;
+    static constexpr Ref kNone = kNoDomainRef;
+
+    static constexpr uint32_t kNoSts = UINT32_MAX;
+
+    // One domain's cached answer in 56 bytes (a million of them at start): the CachedAnswer
+    // packed, times as unix seconds in 32 bits (pack_time: until 2106, saturating), the
+    // MTA-STS policy (few entries have one) in sts_, small fields in bits.
+    struct Entry {
+        SharedText policy;  // under the [policy] settings (CachedAnswer::policy)
+        SharedText reason;
+        uint32_t fetched_at = 0, expires_at = 0, stale_until = 0;
+        uint32_t retry_at = 0;    // while failing: served stale without a new resolution until then
+        uint32_t last_used = 0;   // 0: never
+        uint32_t generation = 0;  // of the store (wraps after 2^32 stores: harmless)
+        uint32_t unflushed_hits = 0;     // flushed every kHitFlushSeconds, long before 2^32
+        uint32_t sts = kNoSts;           // index in sts_ of the policy that decides
+        uint64_t lru_prev : 24 = kNone;  // towards the front of its LruList (Refs fit 24 bits)
+        uint64_t lru_next : 24 = kNone;
+        // Consecutive failed resolutions, saturating at 15 (refresh_backoff() is the same
+        // from 7 on).
+        uint64_t failures : 4 = 0;
+        uint64_t outcome_bits : 3 = static_cast<uint8_t>(Outcome::NotFound);
+        uint64_t source_bits : 2 = static_cast<uint8_t>(Source::None);
+        uint64_t sts_status_bits : 3 = 0;
+        uint64_t used : 1 = 0;  // answered a lookup since it was stored: refresh it ahead
+        uint64_t in_found_list : 1 = 0;
+
+        Outcome outcome() const { return static_cast<Outcome>(outcome_bits); }
+        void set_outcome(Outcome o) { outcome_bits = static_cast<uint8_t>(o); }
+        Source source() const { return static_cast<Source>(source_bits); }
+        void set_source(Source s) { source_bits = static_cast<uint8_t>(s); }
+        StsStatus sts_status() const { return StsStatus::from_code(sts_status_bits); }
+        void set_sts_status(StsStatus s) { sts_status_bits = s.code(); }
+    };
+    static_assert(sizeof(Entry) == 56, "a million entries: keep Entry small");
+    using Table = DomainTable<Entry>;
     struct Waiter;
     struct Flight;
     struct Due {
         int64_t at;
-        uint64_t generation;
-        std::string domain;
+        uint32_t generation;
+        Ref ref;  // still the entry it was queued for when the generation matches
         bool operator>(const Due& o) const { return at > o.at; }
     };
 
@@ -106,16 +143,23 @@ class PolicyCache : public PolicyEngine {
                        int64_t now) const;
     bool stale_answer(const std::string& domain, const PolicySettings& settings, int64_t now,
                       const std::string& why, Answer& out);
-    void hit(Entry& e, int64_t now);
+    void hit(Ref r, int64_t now);
     void rebuild_due();
     void launch(const std::string& domain);  // resolves into the flight of `domain`
     void finished(const std::string& domain, std::shared_ptr<const Resolution> r);
     void waiter_deadline(Waiter* w);
-    Entry& store_entry(const std::string& domain, CachedAnswer c);
+    // Stores `c` for `domain` (evicting others as max_entries needs) and links it in front of
+    // its LRU list, unless !link_now (loading: the caller links it).
+    Ref store_entry(const std::string& domain, CachedAnswer c, bool link_now = true);
     void erase_entry(const std::string& domain);
+    void erase_ref(Ref r);  // the only way entries leave entries_ (frees their sts_ slot)
     std::size_t forget(const std::string& domain);  // memory and engine; "" = all
-    void link(Entry& e);
-    void unlink(Entry& e);
+    void link(Ref r);
+    void unlink(Ref r);
+    CachedAnswer cached(const Entry& e) const;         // unpacked
+    void assign(Entry& e, CachedAnswer&& c);           // packed
+    const StsPolicyPtr& sts_of(const Entry& e) const;  // null when none
+    void set_sts(Entry& e, StsPolicyPtr p);
     bool evict_one();  // false when nothing could be evicted
     void open_file();
     void load_file();
@@ -141,23 +185,24 @@ class PolicyCache : public PolicyEngine {
     int64_t next_hit_flush_ = 0;
     int64_t next_housekeeping_ = 0;
 
-    std::unordered_map<std::string, Entry> entries_;
-    // Doubly linked through the entries themselves (no allocation per entry); front: most
-    // recently used.
+    Table entries_;
+    // Doubly linked through the entries themselves by Ref (no allocation per entry); front:
+    // most recently used.
     struct LruList {
-        Entry* front = nullptr;
-        Entry* back = nullptr;
-        bool empty() const { return front == nullptr; }
-        void push_front(Entry& e);
-        void erase(Entry& e);
-        void reverse();
+        Ref front = kNone;
+        Ref back = kNone;
+        bool empty() const { return front == kNone; }
+        void push_front(Table& t, Ref r);
+        void erase(Table& t, Ref r);
     };
     LruList lru_found_, lru_not_found_;
+    std::vector<StsPolicyPtr> sts_;  // Entry::sts; free slots are null and listed in sts_free_
+    std::vector<uint32_t> sts_free_;
     std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
     std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due_;
-    std::vector<std::string> dirty_hits_;
+    std::vector<Ref> dirty_hits_;  // entries with unflushed hits (may repeat; checked at flush)
     std::size_t refreshes_running_ = 0;
-    uint64_t generation_ = 0;
+    uint32_t generation_ = 0;
     std::mt19937_64 rng_;
     Stats stats_;
     EventPtr tick_event_;

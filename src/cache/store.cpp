@@ -88,6 +88,13 @@ constexpr const char* kRowColumns =
     "domain, outcome, policy, source, reason, fetched_at, expires_at, stale_until, sts_decides, "
     "sts_id, sts_body, sts_max_age, sts_fetched_at, sts_expires_at, details, hits, last_used, "
     "seq, writer";
+// The same columns for the daemon's start, with `details` (the largest, and not needed there)
+// replaced by "" when it is text and NULL when not, so that read_row() checks it all the
+// same; SQLite reads only a value's type for typeof().
+constexpr const char* kLoadColumns =
+    "domain, outcome, policy, source, reason, fetched_at, expires_at, stale_until, sts_decides, "
+    "sts_id, sts_body, sts_max_age, sts_fetched_at, sts_expires_at, "
+    "CASE WHEN typeof(details) = 'text' THEN '' END, hits, last_used, seq, writer";
 enum Col {
     kDomain,
     kOutcome,
@@ -572,6 +579,81 @@ Status CacheStore::load_each(std::size_t limit, const std::function<void(CacheRo
     if (!e) {
         sqlite3_bind_int64(s.get(), 1, clamp_limit(limit));
         e = read_rows(s.get(), db, "cannot load", each);
+    }
+    if (e) return failed(failure_, std::move(*e));
+    failure_ = StoreFailure::None;
+    return {};
+}
+
+Status CacheStore::load_ranked(std::size_t limit,
+                               const std::function<void(CacheRow&&, std::size_t rank)>& each) {
+    const Db db(db_.get(), path_);
+    // A read transaction: the order and the rows come from one snapshot of the file.
+    auto read = [&]() -> std::optional<DbError> {
+        const std::string order_by = " ORDER BY last_used DESC, fetched_at DESC LIMIT ?";
+        // The ranks, from the index alone. Reading the rows in this order would fetch each
+        // from its own place in the file; reading them in the file's (rowid) order is
+        // several times faster, so each row's rank is looked up by its rowid.
+        StmtPtr s;
+        if (auto e = db.prepare("SELECT rowid FROM entries" + order_by, s, "cannot load")) return e;
+        sqlite3_bind_int64(s.get(), 1, clamp_limit(limit));
+        std::vector<int64_t> rowids;
+        int rc;
+        while ((rc = sqlite3_step(s.get())) == SQLITE_ROW)
+            rowids.push_back(sqlite3_column_int64(s.get(), 0));
+        if (rc != SQLITE_DONE) return db.fail(rc, "cannot load");
+        if (rowids.empty()) return std::nullopt;
+        const auto [lo, hi] = std::minmax_element(rowids.begin(), rowids.end());
+        const int64_t first = *lo, last = *hi;
+        const uint64_t span = static_cast<uint64_t>(last) - static_cast<uint64_t>(first) + 1;
+        if (span > 4 * rowids.size() + 1024) {
+            // Rowids spread far apart (many rows deleted): a table of ranks by rowid would be
+            // large, so read in rank order.
+            rowids = {};
+            if (auto e =
+                    db.prepare(std::string("SELECT ") + kLoadColumns + " FROM entries" + order_by,
+                               s, "cannot load"))
+                return e;
+            sqlite3_bind_int64(s.get(), 1, clamp_limit(limit));
+            std::size_t rank = 0;
+            return read_rows(s.get(), db, "cannot load",
+                             [&](CacheRow&& r) { each(std::move(r), rank++); });
+        }
+        constexpr uint32_t kUnranked = UINT32_MAX;
+        std::vector<uint32_t> rank_of(span, kUnranked);
+        for (std::size_t i = 0; i < rowids.size(); ++i)
+            rank_of[static_cast<uint64_t>(rowids[i]) - static_cast<uint64_t>(first)] =
+                static_cast<uint32_t>(i);
+        rowids = {};
+        if (auto e = db.prepare(std::string("SELECT ") + kLoadColumns +
+                                    ", rowid FROM entries WHERE rowid BETWEEN ? AND ?",
+                                s, "cannot load"))
+            return e;
+        sqlite3_bind_int64(s.get(), 1, first);
+        sqlite3_bind_int64(s.get(), 2, last);
+        const int rowid_col = kWriter + 1;
+        std::size_t skipped = 0;
+        while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+            const uint32_t rank =
+                rank_of[static_cast<uint64_t>(sqlite3_column_int64(s.get(), rowid_col)) -
+                        static_cast<uint64_t>(first)];
+            if (rank == kUnranked) continue;  // past `limit`
+            if (auto r = read_row(s.get()))
+                each(std::move(*r), rank);
+            else
+                ++skipped;
+        }
+        if (rc != SQLITE_DONE) return db.fail(rc, "cannot load");
+        if (skipped)
+            log::warning("cache " + path_ + ": skipped " + std::to_string(skipped) +
+                         " malformed row(s)");
+        return std::nullopt;
+    };
+    std::optional<DbError> e = db.exec("BEGIN", "cannot load");
+    if (!e) {
+        e = read();
+        // Ends the read transaction; on success a failure to end it is the error.
+        if (auto end = db.exec(e ? "ROLLBACK" : "COMMIT", "cannot load"); end && !e) e = end;
     }
     if (e) return failed(failure_, std::move(*e));
     failure_ = StoreFailure::None;

@@ -123,6 +123,11 @@ class CacheStore {
     Result<std::vector<CacheRow>> load(std::size_t limit);
     // The same rows, one at a time to `each` (no vector of them all: the daemon's start).
     Status load_each(std::size_t limit, const std::function<void(CacheRow&&)>& each);
+    // The same rows for the daemon's start, each with its rank in that order (0 = most
+    // recently used) and without `details` (""), in an order of the store's choosing (the
+    // file's when that is faster: nearly always). One snapshot of the file.
+    Status load_ranked(std::size_t limit,
+                       const std::function<void(CacheRow&&, std::size_t rank)>& each);
     // One row, or nullopt.
     Result<std::optional<CacheRow>> get(const std::string& domain);
     // The domains of up to `limit` rows that answered lookups, most hits first (then most

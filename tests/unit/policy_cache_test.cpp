@@ -5,9 +5,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <list>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -513,4 +516,198 @@ TEST_CASE("policy cache: a huge write by another process is read in batches, all
         CHECK(reader.cache->stats().synced_rows == n);
     }
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("policy cache: eviction follows the rule (not found first, then LRU) over many lookups") {
+    // Random lookups against a model of the rule: two lists, most recently used in front; a
+    // miss makes room by dropping the back of the not-found list (else of the found list),
+    // then stores the domain in front of its list.
+    struct Case {
+        const char* name;
+        int max_entries;
+        int domains;
+        int lookups;
+    };
+    const Case cases[] = {{"tiny", 3, 8, 600}, {"small", 10, 40, 3000}, {"most fit", 50, 60, 3000}};
+    for (const Case& c : cases) {
+        INFO(std::string(c.name));
+        Fixture f;
+        f.config.cache.max_entries = c.max_entries;
+        f.start();
+        std::list<std::string> found, not_found;
+        uint64_t evictions = 0;
+        std::mt19937 rng(3);
+        for (int i = 0; i < c.lookups; ++i) {
+            const int n = static_cast<int>(rng() % static_cast<unsigned>(c.domains));
+            const std::string d = "m" + std::to_string(n) + ".example";
+            const bool nf = n % 3 == 0;
+            auto& list = nf ? not_found : found;
+            const auto it = std::find(list.begin(), list.end(), d);
+            const int before = f.resolver.calls[d];
+            f.ask(d);
+            if (it != list.end()) {
+                REQUIRE(f.resolver.calls[d] == before);  // a hit
+                list.splice(list.begin(), list, it);
+            } else {
+                REQUIRE(f.resolver.calls[d] == before + 1);
+                f.resolver.complete(
+                    d,
+                    resolution(nf ? DaneVerdict::NotFound : DaneVerdict::DaneOnly, 100000, f.now));
+                // Room is made among the others: the new entry is never the one to go.
+                while (found.size() + not_found.size() + 1 >
+                       static_cast<std::size_t>(c.max_entries)) {
+                    (!not_found.empty() ? not_found : found).pop_back();
+                    ++evictions;
+                }
+                list.push_front(d);
+            }
+            REQUIRE(f.cache->size() == found.size() + not_found.size());
+        }
+        CHECK_EQ(f.cache->stats().evictions, evictions);
+        for (const auto* list : {&found, &not_found})
+            for (const auto& d : *list) {
+                const int before = f.resolver.calls[d];
+                f.ask(d);
+                CHECK_MESSAGE(f.resolver.calls[d] == before, d << " should be cached");
+            }
+    }
+}
+
+namespace {
+
+// A row as a cache writes it, fresh at `now`, last used at `last_used`.
+CacheRow stored_row(const std::string& domain, bool found, int64_t now, int64_t last_used) {
+    CacheRow r;
+    r.domain = domain;
+    r.outcome = found ? Outcome::Found : Outcome::NotFound;
+    r.policy = found ? "dane-only" : "";
+    r.source = found ? Source::Dane : Source::None;
+    r.reason = "test reason";
+    r.fetched_at = now - 10;
+    r.expires_at = now + 1000;
+    r.stale_until = now + 2000;
+    r.details = "{}";
+    r.last_used = last_used;
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("policy cache: a restart keeps the file's use order; of equal ones the older row goes") {
+    // Written in this (rowid) order; b and d were last used at the same time.
+    const std::vector<std::pair<std::string, int64_t>> rows = {
+        {"a.example", 50}, {"b.example", 10}, {"c.example", 30},
+        {"d.example", 10}, {"e.example", 40}, {"f.example", 60}};  // f: not found
+    // After k new domains, the k first of: f (not found), b, d (the later row), c.
+    const std::vector<std::string> gone_order = {"f.example", "b.example", "d.example",
+                                                 "c.example"};
+    for (std::size_t k = 0; k <= gone_order.size(); ++k) {
+        INFO("new domains: " << k);
+        char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
+        REQUIRE(mkdtemp(tmpl) != nullptr);
+        const std::string dir = tmpl;
+        Fixture g;
+        {
+            auto store = CacheStore::open(dir + "/cache.sqlite", "another process");
+            REQUIRE(store.ok());
+            std::vector<CacheRow> written;
+            for (const auto& [d, used] : rows)
+                written.push_back(stored_row(d, d != "f.example", g.now, g.now - 100 + used));
+            REQUIRE((*store)->write(written).ok());
+        }
+        g.config.cache.path = dir + "/cache.sqlite";
+        g.config.cache.max_entries = 6;
+        g.start(true);
+        REQUIRE(g.cache->stats().loaded == 6);
+        for (std::size_t i = 0; i < k; ++i)
+            g.resolve("new" + std::to_string(i) + ".example",
+                      resolution(DaneVerdict::DaneOnly, 1000, g.now));
+        CHECK(g.cache->stats().evictions == k);
+        for (const auto& [d, used] : rows) {
+            const bool want_gone =
+                std::find(gone_order.begin(), gone_order.begin() + static_cast<long>(k), d) !=
+                gone_order.begin() + static_cast<long>(k);
+            g.ask(d);
+            CHECK_MESSAGE((g.resolver.calls[d] == 1) == want_gone,
+                          d << (want_gone ? " should be evicted" : " should be cached"));
+        }
+        g.cache.reset();
+        std::filesystem::remove_all(dir);
+    }
+}
+
+TEST_CASE("policy cache: hits of an evicted entry are not counted for the next one in its slot") {
+    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    const std::string dir = tmpl;
+    const std::string path = dir + "/cache.sqlite";
+    const std::string long_name = std::string(240, 'x') + ".example.com";  // 252 characters
+    {
+        Fixture f;
+        f.config.cache.path = path;
+        f.config.cache.max_entries = 1;
+        f.start(true);
+        REQUIRE(f.cache->file_open());
+        f.resolve("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
+        f.cache->flush();    // the row (the writer queues at most max_entries rows)
+        f.ask("a.example");  // one hit, not written yet
+        f.resolve(long_name, resolution(DaneVerdict::DaneOnly, 1000, f.now));  // evicts a
+        f.cache->flush();
+        CHECK(f.cache->size() == 1);
+        f.ask(long_name);
+        f.ask(long_name);
+        CHECK(f.resolver.calls[long_name] == 1);
+        f.cache->flush();
+    }
+    auto reader = CacheStore::open_readonly(path);
+    REQUIRE(reader.ok());
+    auto a = (*reader)->get("a.example");
+    auto l = (*reader)->get(long_name);
+    REQUIRE(a.ok());
+    REQUIRE(l.ok());
+    REQUIRE(a->has_value());
+    REQUIRE(l->has_value());
+    CHECK((*a)->hits == 0);
+    CHECK((*l)->hits == 2);
+    // The long name comes back from the file and answers from memory.
+    Fixture g;
+    g.config.cache.path = path;
+    g.start(true);
+    CHECK(g.cache->stats().loaded == 2);
+    g.ask(long_name);
+    REQUIRE(g.answers.size() == 1);
+    CHECK(shown(g.answers[0]) == "found dane-only");
+    CHECK(g.resolver.calls.empty());
+    g.cache.reset();
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("policy cache: purge of one domain and of all; the cache works on afterwards") {
+    Fixture f;
+    f.start();
+    const std::vector<std::string> names = {"p1.example", "p2.example", "p3.example"};
+    for (const auto& n : names)
+        f.resolve(n, resolution(DaneVerdict::DaneOnly, 1000, f.now));
+    f.resolve("s.example", resolution(DaneVerdict::NoDane, 1000, f.now, kEnforce));
+    CHECK(f.cache->purge("p2.example") == 1);
+    CHECK(f.cache->purge("p2.example") == 0);
+    CHECK(f.cache->size() == 3);
+    CHECK(f.cache->purge("") == 3);
+    CHECK(f.cache->size() == 0);
+    std::vector<std::string> forgotten = f.resolver.forgotten;
+    std::sort(forgotten.begin(), forgotten.end());
+    CHECK(forgotten == std::vector<std::string>{"p1.example", "p2.example", "p2.example",
+                                                "p3.example", "s.example"});
+    // Stored again from scratch, MTA-STS included, and answered from memory.
+    f.resolve("s.example", resolution(DaneVerdict::NoDane, 1000, f.now, kEnforce));
+    f.resolve("p1.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
+    f.ask("s.example");
+    f.ask("p1.example");
+    CHECK(shown(f.answers.back()) == "found dane-only");
+    CHECK(shown(f.answers[f.answers.size() - 2]) ==
+          "found verify match=mx.example.com servername=hostname");
+    CHECK(f.resolver.calls["s.example"] == 2);
+    CHECK(f.resolver.calls["p1.example"] == 2);
+    f.cache->tick();  // refresh queue items of purged entries are dropped, not resolved
+    CHECK(f.resolver.pending.empty());
 }

@@ -1091,3 +1091,66 @@ TEST_CASE("store: processes opening a new file at once create the schema once") 
     RawDb raw(path);
     CHECK_EQ_GW("meta rows", raw.value("SELECT count(*) FROM meta"), std::string("1"));
 }
+
+TEST_CASE("store: load_ranked gives load()'s rows and order (as ranks), whatever the rowids") {
+    struct Case {
+        const char* name;
+        int rows;
+        int keep_every;     // rows deleted but every keep_every-th: rowids far apart
+        std::size_t limit;  // rows asked for
+        bool malformed;     // the first row's details are not text: skipped by both
+    };
+    const Case cases[] = {
+        {"dense, all", 300, 1, 1000000, false},
+        {"dense, limit below the rows", 300, 1, 120, false},
+        {"dense, a malformed row", 300, 1, 1000000, true},
+        {"half deleted, still dense", 600, 2, 1000000, false},
+        {"sparse rowids: read in rank order", 3000, 300, 1000000, false},
+        {"sparse rowids, limit and a malformed row", 3000, 300, 4, true},
+    };
+    for (const Case& c : cases) {
+        INFO(std::string(c.name));
+        TempDir dir;
+        auto store = open_store(dir.file("cache.sqlite"), "w");
+        std::vector<CacheRow> rows;
+        for (int i = 0; i < c.rows; ++i) {
+            // Many equal (last_used, fetched_at) pairs: their order is the file's to decide.
+            CacheRow r = row("r" + std::to_string(i) + ".example", 1763892000 + i % 3);
+            r.last_used = 1763892000 + (i * 7) % 11;
+            rows.push_back(r);
+        }
+        write_ok(*store, rows);
+        {
+            RawDb raw(store->path());
+            if (c.keep_every > 1)
+                raw.exec("DELETE FROM entries WHERE rowid % " + std::to_string(c.keep_every) +
+                         " != 1");
+            if (c.malformed)
+                raw.exec(
+                    "UPDATE entries SET details = x'00' WHERE rowid = "
+                    "(SELECT min(rowid) FROM entries)");
+        }
+        const std::vector<CacheRow> want = load_ok(*store, c.limit);
+        REQUIRE_FALSE(want.empty());
+        std::vector<std::pair<std::size_t, CacheRow>> got;
+        auto st = store->load_ranked(
+            c.limit, [&](CacheRow&& r, std::size_t rank) { got.emplace_back(rank, std::move(r)); });
+        INFO((st ? std::string() : st.error().message));
+        REQUIRE(st.ok());
+        std::sort(got.begin(), got.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
+        std::vector<CacheRow> got_rows;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            CHECK(got[i].first < c.limit);
+            if (i) CHECK(got[i].first > got[i - 1].first);
+            got_rows.push_back(got[i].second);
+        }
+        CHECK_EQ_GW("order", domains(got_rows), domains(want));
+        for (std::size_t i = 0; i < std::min(got_rows.size(), want.size()); ++i) {
+            CacheRow g = got_rows[i];
+            CHECK(g.details.empty());  // not read at start
+            g.details = want[i].details;
+            CHECK_EQ_GW("row", g, want[i]);
+        }
+    }
+}
