@@ -1,6 +1,7 @@
 // DnsClient: asynchronous DNS lookups with tlspolicyd's own DNSSEC validation (getdns on the
-// daemon's libevent loop). Stub mode sends every query to the configured resolvers in order,
-// failing over on timeout, REFUSED or network errors; with no resolvers getdns recurses
+// daemon's libevent loop). Stub mode sends every query over TCP (one pipelined connection
+// per resolver) to the configured resolvers in order, failing over on timeout, REFUSED or
+// network errors; with no resolvers getdns recurses
 // from the root itself. Every lookup ends in one DnsLookup (see core/dane.h): the CNAME
 // chain followed, the records, the DNSSEC status getdns computed (never the AD bit) and the
 // rcode. At most `max_queries` lookups run at once; the rest wait in order.
