@@ -100,18 +100,8 @@ path = "$dir/cache.sqlite"
 address = "off"
 CONF
 
-hz=$(getconf CLK_TCK)
-cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }   # all cores, jiffies
+. "$(dirname "$0")/cpu.sh"  # hz, cpu_busy, proc_cpu, children_cpu
 udp_drops() { awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp; }  # RcvbufErrors, whole machine
-proc_cpu() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }  # utime + stime
-# Seconds of CPU of the waited-for children of this shell, in $children_s (not in $(...):
-# a subshell has no children of its own).
-children_cpu() {
-  times >"$dir/times"
-  children_s=$(awk 'NR == 2 {
-         split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.3f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2]
-       }' "$dir/times")
-}
 
 waited=0
 wait_quiet() {

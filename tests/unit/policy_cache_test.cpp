@@ -16,9 +16,11 @@
 
 #include "cache/policy_cache.h"
 #include "resolution_fixture.h"
+#include "temp_dir.h"
 
 using namespace tlspolicy;
 using namespace tlspolicy::testutil;
+using ::testutil::TempDir;
 
 namespace {
 
@@ -372,9 +374,8 @@ TEST_CASE("policy cache: a reload re-renders MTA-STS answers under the new [poli
 }
 
 TEST_CASE("policy cache: a restart starts warm from the file; purges by others are applied") {
-    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    const std::string dir = tmpl;
+    const TempDir tmp;
+    const std::string dir = tmp.path();
     {
         Fixture f;
         f.config.cache.path = dir + "/cache.sqlite";
@@ -408,7 +409,6 @@ TEST_CASE("policy cache: a restart starts warm from the file; purges by others a
     CHECK(g.resolver.calls["s.example"] == 1);
     CHECK(g.cache->size() == 1);
     g.cache.reset();
-    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE(
@@ -433,9 +433,8 @@ TEST_CASE(
 }
 
 TEST_CASE("policy cache: a locked file keeps answers in memory and is written once it is free") {
-    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    const std::string dir = tmpl;
+    const TempDir tmp;
+    const std::string dir = tmp.path();
     const std::string path = dir + "/cache.sqlite";
     Fixture f;
     f.config.cache.path = path;
@@ -467,13 +466,11 @@ TEST_CASE("policy cache: a locked file keeps answers in memory and is written on
     REQUIRE(row->has_value());
     CHECK((*row)->policy == "dane-only");
     f.cache.reset();
-    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("policy cache: a huge write by another process is read in batches, all of it") {
-    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    const std::string dir = tmpl;
+    const TempDir tmp;
+    const std::string dir = tmp.path();
     const std::size_t n = 3 * kSyncBatchRows + 17;  // several batches, the last one partial
     {
         Fixture reader;
@@ -515,7 +512,6 @@ TEST_CASE("policy cache: a huge write by another process is read in batches, all
         reader.cache->tick();  // nothing more to read
         CHECK(reader.cache->stats().synced_rows == n);
     }
-    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("policy cache: eviction follows the rule (not found first, then LRU) over many lookups") {
@@ -603,9 +599,8 @@ TEST_CASE("policy cache: a restart keeps the file's use order; of equal ones the
                                                  "c.example"};
     for (std::size_t k = 0; k <= gone_order.size(); ++k) {
         INFO("new domains: " << k);
-        char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        const std::string dir = tmpl;
+        const TempDir tmp;
+        const std::string dir = tmp.path();
         Fixture g;
         {
             auto store = CacheStore::open(dir + "/cache.sqlite", "another process");
@@ -632,14 +627,12 @@ TEST_CASE("policy cache: a restart keeps the file's use order; of equal ones the
                           d << (want_gone ? " should be evicted" : " should be cached"));
         }
         g.cache.reset();
-        std::filesystem::remove_all(dir);
     }
 }
 
 TEST_CASE("policy cache: hits of an evicted entry are not counted for the next one in its slot") {
-    char tmpl[] = "/tmp/tlspolicy-cache-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    const std::string dir = tmpl;
+    const TempDir tmp;
+    const std::string dir = tmp.path();
     const std::string path = dir + "/cache.sqlite";
     const std::string long_name = std::string(240, 'x') + ".example.com";  // 252 characters
     {
@@ -679,7 +672,6 @@ TEST_CASE("policy cache: hits of an evicted entry are not counted for the next o
     CHECK(shown(g.answers[0]) == "found dane-only");
     CHECK(g.resolver.calls.empty());
     g.cache.reset();
-    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("policy cache: purge of one domain and of all; the cache works on afterwards") {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "got_want.h"
+#include "temp_dir.h"
 
 using namespace tlspolicy;
 
@@ -64,37 +65,7 @@ static std::string shown(const CacheRow& r) {
 namespace {
 
 using testutil::shown;
-
-// A private directory under /tmp, removed with everything in it when the case ends.
-class TempDir {
-  public:
-    TempDir() {
-        char tmpl[] = "/tmp/store-test-XXXXXX";
-        const char* made = ::mkdtemp(tmpl);
-        REQUIRE(made != nullptr);
-        path_ = made;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-    const std::string& path() const { return path_; }
-    // The names in the directory, sorted.
-    std::vector<std::string> names() const {
-        std::vector<std::string> out;
-        for (const auto& e : std::filesystem::directory_iterator(path_))
-            out.push_back(e.path().filename().string());
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-
-  private:
-    std::string path_;
-};
+using testutil::TempDir;
 
 bool exists(const std::string& path) {
     struct stat st;
