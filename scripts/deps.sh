@@ -68,7 +68,8 @@ if [ "${1:-}" != "--build-only" ]; then
   fi
   # The binary looks up its compiled-in user at start, as the package's postinst would create it.
   if ! getent passwd Debian-exim >/dev/null; then
-    $sudo adduser --system --group --no-create-home --home /nonexistent --quiet Debian-exim
+    $sudo adduser --system --group --no-create-home --home /nonexistent --quiet \
+      --allow-bad-names Debian-exim
   fi
   # The differential MTA-STS test's independent implementation (npm package mailauth, pinned by
   # tests/diff/package-lock.json), installed outside the tree with the machine's Node.js.
