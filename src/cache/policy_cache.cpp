@@ -650,24 +650,47 @@ bool PolicyCache::stale_answer(const std::string& domain, const PolicySettings& 
     return true;
 }
 
+std::optional<AnswerView> PolicyCache::immediate(const std::string& domain,
+                                                 const PolicySettings& settings, Answer& storage,
+                                                 bool& built) {
+    built = false;
+    const Ref r = entries_.find(domain);
+    if (r == kNone) return std::nullopt;
+    const int64_t now = clock_();
+    Entry& e = entries_[r];
+    if (now < e.expires_at) {
+        hit(r, now);
+        if (e.sts != kNoSts && !(settings == defaults_)) {
+            storage = render(domain, cached(e), settings, now);
+            built = true;
+            return AnswerView(storage);
+        }
+        return AnswerView(e.outcome(), e.policy.str(), e.reason.str(), e.source(),
+                          std::max<int64_t>(int64_t{e.expires_at} - now, 0));
+    }
+    // Expired while resolutions fail: stale (where allowed) until the next retry is due,
+    // instead of every client waiting for a resolution that is likely to fail again.
+    if (e.failures > 0 && now < e.retry_at &&
+        stale_answer(domain, settings, now, "refresh failing", storage)) {
+        entries_[r].last_used = pack_time(now);
+        built = true;
+        return AnswerView(storage);
+    }
+    return std::nullopt;
+}
+
+std::optional<AnswerView> PolicyCache::lookup_now(const std::string& domain,
+                                                  const PolicySettings& settings, Answer& storage) {
+    bool built = false;
+    return immediate(domain, settings, storage, built);
+}
+
 void PolicyCache::lookup(const std::string& domain, const PolicySettings& settings,
                          AnswerCallback done) {
-    const int64_t now = clock_();
-    if (const Ref r = entries_.find(domain); r != kNone) {
-        Entry& e = entries_[r];
-        if (now < e.expires_at) {
-            hit(r, now);
-            return done(answer_from(domain, e, settings, now));
-        }
-        // Expired while resolutions fail: stale (where allowed) until the next retry is due,
-        // instead of every client waiting for a resolution that is likely to fail again.
-        Answer stale;
-        if (e.failures > 0 && now < e.retry_at &&
-            stale_answer(domain, settings, now, "refresh failing", stale)) {
-            e.last_used = pack_time(now);
-            return done(std::move(stale));
-        }
-    }
+    Answer storage;
+    bool built = false;
+    if (const auto now = immediate(domain, settings, storage, built))
+        return done(built ? std::move(storage) : now->owned());
     ++stats_.misses;
     CacheMetrics::get().miss.inc();
     auto w = std::make_unique<Waiter>();
@@ -818,8 +841,8 @@ void PolicyCache::sync_file() {
         apply_changes(*ch);
         cursor_ = ch->next;
         more_changes_ = ch->more;
-    } while (more_changes_ && std::chrono::steady_clock::now() - started <
-                                  std::chrono::milliseconds(kSyncBudgetMs));
+    } while (more_changes_ &&
+             std::chrono::steady_clock::now() - started < std::chrono::milliseconds(kSyncBudgetMs));
 }
 
 void PolicyCache::apply_changes(const CacheChanges& ch) {

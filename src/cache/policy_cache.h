@@ -40,7 +40,7 @@
 namespace tlspolicy {
 
 inline constexpr int kSyncSeconds = 1;                 // how often the file is checked for changes
-inline constexpr std::size_t kSyncBatchRows = 2000;   // other writers' rows read at a time
+inline constexpr std::size_t kSyncBatchRows = 2000;    // other writers' rows read at a time
 inline constexpr int kSyncBudgetMs = 50;               // loop time one sync may take
 inline constexpr int kHitFlushSeconds = 10;            // how often hit counts are written
 inline constexpr int kReopenSeconds = 30;              // how often an unusable file is tried again
@@ -71,6 +71,10 @@ class PolicyCache : public PolicyEngine {
     // else waits for the shared resolution, at most lookup_deadline_ms.
     void lookup(const std::string& domain, const PolicySettings& settings,
                 AnswerCallback done) override;
+    // The same for a fresh entry (or a stale one while refreshes fail) without copying its
+    // text: the server's hot path. The view is valid until the cache changes.
+    std::optional<AnswerView> lookup_now(const std::string& domain, const PolicySettings& settings,
+                                         Answer& storage) override;
 
     // Reload: new freshness settings, deadline, limits and [policy] settings (MTA-STS answers
     // are re-rendered). A new [cache] path takes effect at the next start.
@@ -141,6 +145,9 @@ class PolicyCache : public PolicyEngine {
 
     Answer answer_from(const std::string& domain, const Entry& e, const PolicySettings& settings,
                        int64_t now) const;
+    // lookup_now(); `built`: the answer is in `storage` (rendered or stale).
+    std::optional<AnswerView> immediate(const std::string& domain, const PolicySettings& settings,
+                                        Answer& storage, bool& built);
     bool stale_answer(const std::string& domain, const PolicySettings& settings, int64_t now,
                       const std::string& why, Answer& out);
     void hit(Ref r, int64_t now);

@@ -35,11 +35,35 @@ struct Answer {
     static Answer not_found(std::string reason, Source source = Source::None) {
         return {Outcome::NotFound, {}, std::move(reason), source, 0, {}};
     }
-    static Answer temp(std::string reason) { return {Outcome::Temp, {}, std::move(reason), {}, 0, {}}; }
+    static Answer temp(std::string reason) {
+        return {Outcome::Temp, {}, std::move(reason), {}, 0, {}};
+    }
     static Answer timeout(std::string reason) {
         return {Outcome::Timeout, {}, std::move(reason), {}, 0, {}};
     }
-    static Answer perm(std::string reason) { return {Outcome::Perm, {}, std::move(reason), {}, 0, {}}; }
+    static Answer perm(std::string reason) {
+        return {Outcome::Perm, {}, std::move(reason), {}, 0, {}};
+    }
+};
+
+// An answer known at once, without copying its text: a view of an Answer or of text the
+// source keeps (a cache entry, the configuration). Valid only until the source changes, so it
+// is used at once (the server builds its reply from it) and never stored.
+struct AnswerView {
+    Outcome outcome = Outcome::NotFound;
+    std::string_view policy;
+    std::string_view reason;
+    Source source = Source::None;
+    int64_t ttl = 0;
+
+    AnswerView() = default;
+    AnswerView(Outcome o, std::string_view p, std::string_view r, Source s, int64_t t = 0)
+        : outcome(o), policy(p), reason(r), source(s), ttl(t) {}
+    AnswerView(const Answer& a)  // NOLINT(google-explicit-constructor): a view of any Answer
+        : AnswerView(a.outcome, a.policy, a.reason, a.source, a.ttl) {}
+    Answer owned() const {  // without details (views never carry them)
+        return {outcome, std::string(policy), std::string(reason), source, ttl, {}};
+    }
 };
 
 // Called exactly once with the answer; may be called before lookup() returns.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string_view>
 
 #include "core/answer.h"
@@ -20,6 +21,21 @@ class PolicyEngine {
     // possibly before returning.
     virtual void lookup(const std::string& domain, const PolicySettings& settings,
                         AnswerCallback done) = 0;
+
+    // The answer when it is known without waiting (a fresh cache entry), counted as lookup()
+    // would count it; nullopt: call lookup(). Text the engine has to build goes into
+    // `storage`; the view is valid until the engine or `storage` changes. Default: nullopt.
+    virtual std::optional<AnswerView> lookup_now(const std::string& domain,
+                                                 const PolicySettings& settings, Answer& storage) {
+        (void)domain, (void)settings, (void)storage;
+        return std::nullopt;
+    }
+};
+
+// What a server session keeps between its lookups so that answering one allocates nothing.
+struct LookupScratch {
+    Key key;
+    Answer answer;
 };
 
 class PolicyResolver {
@@ -31,11 +47,21 @@ class PolicyResolver {
     // Calls done exactly once, possibly before returning.
     void resolve(std::string_view raw_key, std::string_view profile, AnswerCallback done) const;
 
+    // The answer when it is known without waiting (an invalid or special key, an override, an
+    // engine's lookup_now()); nullopt: call resolve(). The hot path of the server: no copy of
+    // the answer's text, no callback. The view is valid until the configuration, the engine
+    // or `storage` changes.
+    std::optional<AnswerView> resolve_now(std::string_view raw_key, std::string_view profile,
+                                          LookupScratch& scratch) const;
+
     // Swaps in a new configuration (SIGHUP); lookups already running keep the old one.
     void set_config(std::shared_ptr<const Config> config) { config_ = std::move(config); }
     const std::shared_ptr<const Config>& config() const { return config_; }
 
   private:
+    // The answer for a key that needs no engine; nullopt for a domain the engine must decide.
+    std::optional<AnswerView> without_engine(const Key& key, Answer& storage) const;
+
     std::shared_ptr<const Config> config_;
     PolicyEngine* engine_;
 };

@@ -23,7 +23,7 @@ inline constexpr std::size_t kMaxWireReason = 100;
 
 // The reason as clients see it: printable ASCII, at most kMaxWireReason characters (then
 // "..." when cut), never empty for failures.
-std::string wire_reason(const Answer& answer);
+std::string wire_reason(AnswerView answer);
 
 // Longest replies Postfix reads: dict_sockmap's default socketmap_max_reply, and dict_tcp's
 // line limit (newline included). A longer policy (a huge MTA-STS policy with TLSRPT
@@ -33,10 +33,14 @@ inline constexpr std::size_t kMaxSocketmapReply = 100000;
 inline constexpr std::size_t kMaxTcpTableReply = 4096;
 
 // Socketmap reply payload (before netstring framing): "OK <policy>", "NOTFOUND ", "TEMP <why>".
-std::string socketmap_reply(const Answer& answer);
+std::string socketmap_reply(AnswerView answer);
+// The same into `out` (replaced; its capacity is reused).
+void socketmap_reply_into(std::string& out, AnswerView answer);
 
 // tcp_table reply line including the newline: "200 <policy>\n", "500 not found\n", "400 <why>\n".
-std::string tcp_table_reply(const Answer& answer);
+std::string tcp_table_reply(AnswerView answer);
+// The same appended to `out`.
+void tcp_table_reply_append(std::string& out, AnswerView answer);
 
 // A request as the server reads it: the key (and the socketmap map name), or why it cannot
 // be answered (a short reason for the PERM / 400 reply; never echoes the request).
@@ -49,9 +53,12 @@ struct WireRequest {
 
 // A socketmap netstring payload: "NAME KEY" (NAME non-empty, split at the first space).
 WireRequest parse_socketmap_request(std::string_view payload);
+// The same into `r` (its strings' capacity reused: the server's hot path).
+void parse_socketmap_request_into(std::string_view payload, WireRequest& r);
 
 // A tcp_table request line without its newline (a trailing CR is dropped): "get KEY" with KEY
 // %XX-decoded; "put" is refused, as is anything else.
 WireRequest parse_tcp_table_request(std::string_view line);
+void parse_tcp_table_request_into(std::string_view line, WireRequest& r);
 
 }  // namespace tlspolicy

@@ -50,8 +50,10 @@ constexpr char to_lower(char c) {
 }
 
 void append_lower(std::string& out, std::string_view s) {
-    for (char c : s)
-        out.push_back(to_lower(c));
+    const std::size_t at = out.size();
+    out.resize(at + s.size());
+    for (std::size_t i = 0; i < s.size(); ++i)
+        out[at + i] = to_lower(s[i]);
 }
 
 bool starts_with_ci(std::string_view s, std::string_view prefix) {
@@ -380,30 +382,32 @@ Result<std::string> canonical_domain(std::string_view name) {
     return out;
 }
 
-Key normalize_key(std::string_view raw) {
-    if (raw.empty()) return invalid("empty key");
-    if (raw.size() > kMaxRawLength) return invalid("key too long");
+void normalize_key_into(std::string_view raw, Key& key) {
+    if (raw.empty()) return void(key = invalid("empty key"));
+    if (raw.size() > kMaxRawLength) return void(key = invalid("key too long"));
 
-    if (raw.front() == '.') {
-        Key key;
-        key.name.reserve(raw.size());
+    const bool parent = raw.front() == '.';
+    if (!parent) {
+        if (raw.front() == '[') return void(key = classify_bracketed(raw));
+        if (is_ipv4(raw) || is_ipv6(raw)) return void(key = ip_literal(raw));
+        if (const std::size_t colon = raw.find(':'); colon != std::string_view::npos)
+            return void(key = classify_host_port(raw, colon));
+    }
+    // A domain or a parent probe: written into key's own strings.
+    key.name.clear();
+    key.reason.clear();
+    if (parent) {
         key.name.push_back('.');
-        if (const char* err = append_canonical(raw.substr(1), key.name)) {
-            return invalid("bad parent probe", err);
-        }
-        key.kind = KeyKind::ParentProbe;
-        return key;
+        raw.remove_prefix(1);
     }
-    if (raw.front() == '[') return classify_bracketed(raw);
-    if (is_ipv4(raw) || is_ipv6(raw)) return ip_literal(raw);
-    if (const std::size_t colon = raw.find(':'); colon != std::string_view::npos) {
-        return classify_host_port(raw, colon);
-    }
+    if (const char* err = append_canonical(raw, key.name))
+        return void(key = parent ? invalid("bad parent probe", err) : invalid(err));
+    key.kind = parent ? KeyKind::ParentProbe : KeyKind::Domain;
+}
 
+Key normalize_key(std::string_view raw) {
     Key key;
-    key.name.reserve(raw.size());
-    if (const char* err = append_canonical(raw, key.name)) return invalid(err);
-    key.kind = KeyKind::Domain;
+    normalize_key_into(raw, key);
     return key;
 }
 

@@ -46,6 +46,8 @@ struct Key {
 
 // Classifies and normalises one raw key. Never throws; every input yields a Key.
 Key normalize_key(std::string_view raw);
+// The same into `key`, reusing its strings' capacity (the server's hot path).
+void normalize_key_into(std::string_view raw, Key& key);
 
 // Short lowercase name of a kind, for logs and JSON ("domain", "parent-probe", ...).
 std::string_view key_kind_name(KeyKind kind);

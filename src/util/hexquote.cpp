@@ -14,26 +14,37 @@ int hex_value(char c) {
 
 Result<std::string> hex_unquote(std::string_view in) {
     std::string out;
+    if (const char* err = hex_unquote_into(in, out)) return make_error(err);
+    return out;
+}
+
+const char* hex_unquote_into(std::string_view in, std::string& out) {
+    out.clear();
     out.reserve(in.size());
     for (std::size_t i = 0; i < in.size(); ++i) {
         if (in[i] != '%') {
             out += in[i];
             continue;
         }
-        if (i + 2 >= in.size()) return make_error("truncated %XX escape");
+        if (i + 2 >= in.size()) return "truncated %XX escape";
         const int hi = hex_value(in[i + 1]);
         const int lo = hex_value(in[i + 2]);
-        if (hi < 0 || lo < 0) return make_error("malformed %XX escape");
+        if (hi < 0 || lo < 0) return "malformed %XX escape";
         out += static_cast<char>(hi * 16 + lo);
         i += 2;
     }
-    return out;
+    return nullptr;
 }
 
 std::string hex_quote(std::string_view in, bool quote_space) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
     std::string out;
-    out.reserve(in.size());
+    hex_quote_append(out, in, quote_space);
+    return out;
+}
+
+void hex_quote_append(std::string& out, std::string_view in, bool quote_space) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    out.reserve(out.size() + in.size());
     for (const char ch : in) {
         const auto c = static_cast<unsigned char>(ch);
         if (c == '%' || c < 0x20 || c >= 0x7f || (quote_space && c == ' ')) {
@@ -44,7 +55,6 @@ std::string hex_quote(std::string_view in, bool quote_space) {
             out += ch;
         }
     }
-    return out;
 }
 
 }  // namespace tlspolicy

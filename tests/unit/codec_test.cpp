@@ -86,11 +86,16 @@ TEST_CASE("hex_unquote: got decoded or error, want table") {
         {"%zz", false, ""},
         {"%4g", false, ""},
     };
+    std::string reused = "left over from before";  // hex_unquote_into replaces it
     for (const auto& r : rows) {
         CAPTURE(r.in);
         auto got = hex_unquote(r.in);
         CHECK(got.ok() == r.ok);
         if (r.ok && got.ok()) CHECK(*got == r.out);
+        const char* err = hex_unquote_into(r.in, reused);
+        CHECK((err == nullptr) == r.ok);
+        if (r.ok) CHECK(reused == r.out);
+        if (!r.ok) CHECK(got.error().message == err);
     }
 }
 
@@ -174,11 +179,20 @@ TEST_CASE("wire: every outcome maps to socketmap, tcp_table and exit code") {
         // (PolicyResolver turns it into Temp before it gets here; see resolver_test.)
         {Answer::found("", Source::Override), "TEMP empty policy", "400 empty policy\n", 0},
     };
+    // The server writes replies into buffers it reuses: the same bytes, after what is there.
+    std::string reused = "a longer reply left over from the request before this one";
+    std::string batch = "200 earlier\n";
+    std::string want_batch = batch;
     for (const auto& r : rows) {
         CAPTURE(r.socketmap);
         CHECK(socketmap_reply(r.answer) == r.socketmap);
         CHECK(tcp_table_reply(r.answer) == r.tcp);
         CHECK(wire_status(r.answer.outcome).exit_code == r.exit_code);
+        socketmap_reply_into(reused, AnswerView(r.answer));
+        CHECK(reused == r.socketmap);
+        tcp_table_reply_append(batch, AnswerView(r.answer));
+        want_batch += r.tcp;
+        CHECK(batch == want_batch);
     }
     const std::string long_reason(500, 'r');
     CHECK(wire_reason(Answer::temp(long_reason)).size() <= kMaxWireReason + 3);
@@ -195,6 +209,14 @@ TEST_CASE("wire: a policy longer than a protocol allows is TEMP there, not cut")
     const std::string huge = "verify match=" + std::string(kMaxSocketmapReply, 'a');
     CHECK(socketmap_reply(Answer::found(huge, Source::MtaSts)) ==
           "TEMP policy longer than socketmap allows");
+    // Appended after earlier replies, the limit is this reply's alone.
+    std::string batch(5000, 'x');
+    tcp_table_reply_append(batch, Answer::found(at_limit, Source::MtaSts));
+    CHECK(batch.size() == 5000 + kMaxTcpTableReply);
+    batch.resize(5000);
+    tcp_table_reply_append(batch, Answer::found(just_over, Source::MtaSts));
+    CHECK(batch ==
+          std::string(5000, 'x') + "400 policy longer than tcp_table allows; use socketmap\n");
 }
 
 TEST_CASE("log::sanitize: untrusted bytes become \\xNN, long text is cut") {
@@ -260,6 +282,11 @@ TEST_CASE("wire: requests as the server parses them") {
         {false, "get", false, "", "", "unknown request: expected get KEY"},
         {false, "", false, "", "", "unknown request: expected get KEY"},
     };
+    // One request reused for every row, as the server does: nothing may carry over.
+    WireRequest reused;
+    reused.name = "stale name";
+    reused.key = "stale.key.example";
+    reused.error = "stale error";
     for (const Row& r : rows) {
         CAPTURE(r.in);
         const WireRequest got =
@@ -268,5 +295,13 @@ TEST_CASE("wire: requests as the server parses them") {
         CHECK(got.name == r.name);
         CHECK(got.key == r.key);
         CHECK(got.error == r.error);
+        if (r.socketmap)
+            parse_socketmap_request_into(r.in, reused);
+        else
+            parse_tcp_table_request_into(r.in, reused);
+        CHECK(reused.ok == r.ok);
+        CHECK(reused.name == r.name);
+        CHECK(reused.key == r.key);
+        CHECK(reused.error == r.error);
     }
 }

@@ -233,6 +233,67 @@ TEST_CASE("policy cache: while failing, stale answers come without a new resolut
     CHECK(f.resolver.calls["d.example"] == 3);
 }
 
+TEST_CASE("policy cache: lookup_now gives at once what lookup gives at once, and nothing else") {
+    Fixture f;
+    f.start();
+    Answer storage;
+    // Missing: nothing, and no resolution started.
+    CHECK_FALSE(f.cache->lookup_now("a.example", {}, storage));
+    CHECK(f.resolver.calls["a.example"] == 0);
+    f.resolve("a.example", resolution(DaneVerdict::DaneOnly, 100, f.now));
+    f.resolve("s.example", resolution(DaneVerdict::NoDane, 600, f.now, kTesting));
+    f.now += 50;
+    PolicySettings encrypt_testing;
+    encrypt_testing.testing_mode = TestingMode::Encrypt;
+    struct Row {
+        const char* domain;
+        PolicySettings settings;
+        const char* want;
+    };
+    const std::vector<Row> rows = {
+        {"a.example", {}, "found dane-only"},             // fresh: a view of the entry
+        {"s.example", {}, "not-found"},                   // MTA-STS testing, default settings
+        {"s.example", encrypt_testing, "found encrypt"},  // re-rendered into storage
+    };
+    for (const auto& row : rows) {
+        CAPTURE(row.domain);
+        CAPTURE(row.want);
+        const uint64_t hits = f.cache->stats().hits;
+        f.ask(row.domain, row.settings);
+        const Answer waited = f.answers.back();
+        CHECK(shown(waited) == row.want);
+        const auto now = f.cache->lookup_now(row.domain, row.settings, storage);
+        REQUIRE(now);
+        CHECK(now->outcome == waited.outcome);
+        CHECK(now->policy == waited.policy);
+        CHECK(now->reason == waited.reason);
+        CHECK(now->source == waited.source);
+        CHECK(now->ttl == waited.ttl);
+        CHECK(f.cache->stats().hits == hits + 2);  // a hit either way
+    }
+    CHECK(f.resolver.calls["a.example"] == 1);
+    CHECK(f.resolver.calls["s.example"] == 1);
+
+    // Expired: nothing at once, and lookup_now starts no resolution (lookup does).
+    f.now += 50;
+    CHECK_FALSE(f.cache->lookup_now("a.example", {}, storage));
+    CHECK(f.resolver.calls["a.example"] == 1);
+    f.ask("a.example");
+    CHECK(f.resolver.calls["a.example"] == 2);
+    f.resolver.complete("a.example", resolution(DaneVerdict::Temp, 0, f.now));
+    // Failing: the stale answer at once, built into storage, until the retry is due.
+    f.now += 4;
+    const auto stale = f.cache->lookup_now("a.example", {}, storage);
+    REQUIRE(stale);
+    CHECK(stale->outcome == Outcome::Found);
+    CHECK(stale->policy == "dane-only");
+    CHECK(stale->reason.find("stale") != std::string_view::npos);
+    CHECK(stale->reason.data() == storage.reason.data());
+    f.now += 1;
+    CHECK_FALSE(f.cache->lookup_now("a.example", {}, storage));
+    CHECK(f.resolver.calls["a.example"] == 2);
+}
+
 TEST_CASE("policy cache: a client waits at most lookup_deadline_ms") {
     Fixture f;
     f.config.server.lookup_deadline_ms = 50;
