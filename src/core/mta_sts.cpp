@@ -244,6 +244,22 @@ StsTxt parse_sts_txt(const std::vector<std::string>& records) {
     return parse_one_sts_record(*sts);
 }
 
+std::vector<std::string_view> sts_policy_lines(std::string_view body) {
+    std::vector<std::string_view> lines;
+    std::size_t start = 0;
+    while (start <= body.size()) {
+        const std::size_t lf = body.find('\n', start);
+        std::string_view line =
+            body.substr(start, lf == std::string_view::npos ? std::string_view::npos : lf - start);
+        start = lf == std::string_view::npos ? body.size() + 1 : lf + 1;
+        if (line.ends_with('\r')) line.remove_suffix(1);
+        // Decision: a line of blanks only is a blank line, like an empty one.
+        if (trim_wsp_right(line).empty()) continue;
+        lines.push_back(line);
+    }
+    return lines;
+}
+
 StsParse parse_sts_policy(std::string_view body) {
     StsParse out;
     if (body.size() > kMaxStsBody) {
@@ -264,17 +280,7 @@ StsParse parse_sts_policy(std::string_view body) {
     StsPolicy& policy = out.policy;
     std::optional<std::string_view> version, mode, max_age;  // the first value wins
 
-    std::size_t start = 0;
-    while (start <= body.size()) {
-        const std::size_t lf = body.find('\n', start);
-        std::string_view line =
-            body.substr(start, lf == std::string_view::npos ? std::string_view::npos : lf - start);
-        start = lf == std::string_view::npos ? body.size() + 1 : lf + 1;
-        if (line.ends_with('\r')) line.remove_suffix(1);
-        // Decision: a line of blanks only is a blank line, like an empty one.
-        if (trim_wsp_right(line).empty()) continue;
-        policy.lines.emplace_back(line);
-
+    for (const std::string_view line : sts_policy_lines(body)) {
         const std::size_t colon = line.find(':');
         if (colon == std::string_view::npos) continue;
         // Only the four known keys matter and they are compared exactly, so a key that is not
@@ -396,7 +402,7 @@ std::string sts_match_list(const std::vector<std::string>& patterns) {
 }
 
 std::string sts_enforce_policy(const std::string& domain, const StsPolicy& policy,
-                               const PolicySettings& settings) {
+                               std::string_view body, const PolicySettings& settings) {
     std::string out = settings.sts_level == StsLevel::Secure ? "secure" : "verify";
     // An empty list only comes from a hand-built policy without valid patterns; "match="
     // with no value would make Postfix defer, so the level's default match is left in place.
@@ -409,9 +415,9 @@ std::string sts_enforce_policy(const std::string& domain, const StsPolicy& polic
     for (const std::string& mx : policy.mx) {
         if (valid_sts_mx_pattern(mx)) out += " mx_host_pattern=" + mx;
     }
-    for (const std::string& line : policy.lines) {
+    for (const std::string_view line : sts_policy_lines(body)) {
         if (!carriable_line(line)) continue;
-        std::string text = line;
+        std::string text(line);
         for (char& c : text) {
             if (c == '\t') c = ' ';
         }

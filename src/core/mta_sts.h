@@ -43,9 +43,10 @@ StsTxt parse_sts_txt(const std::vector<std::string>& records);
 
 struct StsPolicy {
     StsMode mode = StsMode::None;
-    int64_t max_age = 0;             // seconds, capped at kMaxStsMaxAge
-    std::vector<std::string> mx;     // mx patterns verbatim, in policy order, duplicates kept
-    std::vector<std::string> lines;  // every non-empty policy line, without CR/LF, in order
+    int64_t max_age = 0;          // seconds, capped at kMaxStsMaxAge
+    std::vector<std::string> mx;  // mx patterns verbatim, in policy order, duplicates kept
+    // The lines themselves are not kept: sts_policy_lines() of the body gives them (a stored
+    // policy keeps its body; 100,000 cached policies would hold every line twice).
 };
 
 struct StsPolicyError {
@@ -70,6 +71,10 @@ struct StsParse {
 // is tolerated like a line end.
 StsParse parse_sts_policy(std::string_view body);
 
+// The lines of a policy body as parse_sts_policy() reads them: split at LF, the CR of a CRLF
+// dropped, blank lines (empty or only blanks) left out, in order. Views into `body`.
+std::vector<std::string_view> sts_policy_lines(std::string_view body);
+
 // True when `pattern` is a valid mx pattern: a host name of letters, digits and hyphens
 // (labels 1–63, name ≤ 253, not all-numeric like an IPv4 address), optionally prefixed "*.".
 bool valid_sts_mx_pattern(std::string_view pattern);
@@ -86,10 +91,11 @@ std::string sts_match_list(const std::vector<std::string>& patterns);
 // The Postfix policy for an applied policy (enforce, or testing under testing_mode enforce):
 // "<verify|secure> match=<sts_match_list> [servername=hostname]", then, when settings.tlsrpt,
 // " policy_type=sts policy_domain=<domain>", one " mx_host_pattern=<p>" per mx line verbatim
-// and one " { policy_string = <line> }" per policy line. Lines that cannot be carried inside
-// braces ("{", "}" or bytes outside printable ASCII) are left out of policy_string.
+// and one " { policy_string = <line> }" per line of `body` (sts_policy_lines: the body `policy`
+// was parsed from). Lines that cannot be carried inside braces ("{", "}" or bytes outside
+// printable ASCII) are left out of policy_string.
 std::string sts_enforce_policy(const std::string& domain, const StsPolicy& policy,
-                               const PolicySettings& settings);
+                               std::string_view body, const PolicySettings& settings);
 
 // What the MTA-STS half of the decision table answers for a usable policy under `settings`.
 enum class StsVerdict {

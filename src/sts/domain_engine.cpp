@@ -102,7 +102,7 @@ Answer DomainEngine::sts_decision(const std::string& domain, const StoredStsPoli
                                   const std::string& status, const PolicySettings& settings) {
     switch (sts_verdict(policy.policy, settings)) {
         case StsVerdict::Enforce:
-            return Answer::found(sts_enforce_policy(domain, policy.policy, settings),
+            return Answer::found(sts_enforce_policy(domain, policy.policy, policy.body, settings),
                                  Source::MtaSts,
                                  "MTA-STS mode " + std::string(sts_mode_name(policy.policy.mode)) +
                                      ", policy id " + policy.id + " (" + status + ")");
