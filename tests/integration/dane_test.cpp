@@ -1,9 +1,14 @@
 // The DANE engine against the test world: every row of the scenario table through
 // `tlspolicy query --json` and through the daemon queried by Postfix's postmap, resolver
 // fail-over, the per-domain deadline, and shared resolutions. Needs $WORLD (make test).
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -165,6 +170,45 @@ TEST_CASE("dane: concurrent lookups of one domain share one resolution") {
     event_base_dispatch(base.get());
     CHECK(verdicts.size() == 6);
     CHECK(dns->lookups_started() == 14);
+}
+
+TEST_CASE("dns: the connections to the resolver send at once (Nagle off)") {
+    // With Nagle's algorithm on, a query written while the previous one is unacknowledged
+    // waits for the resolver's delayed ACK, in practice for the previous answer: pipelined
+    // queries go out one round trip apart (docs/benchmarks.md, cold path). getdns does not
+    // set TCP_NODELAY itself; our event loop for it does.
+    tlspolicy::EventBasePtr base(event_base_new());
+    const auto dns = world_dns_client(base.get(), 5000);
+    const int port = std::stoi(harness::world_env("RESOLVER_PORT"));
+    std::vector<int> nodelay;  // TCP_NODELAY of each of this process's sockets to the resolver
+    std::optional<tlspolicy::DnsLookup> got;
+    dns->query("dane-ee.test", tlspolicy::kTypeMx, [&](tlspolicy::DnsLookup l) {
+        got = std::move(l);
+        // The connection stays open after an answer (idle timeout): look at it now.
+        for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+            const int fd = std::stoi(e.path().filename().string());
+            sockaddr_in peer{};
+            socklen_t len = sizeof peer;
+            int type = 0;
+            socklen_t tlen = sizeof type;
+            if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM)
+                continue;
+            if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0 ||
+                peer.sin_family != AF_INET || ntohs(peer.sin_port) != port)
+                continue;
+            int on = -1;
+            socklen_t olen = sizeof on;
+            REQUIRE(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &olen) == 0);
+            nodelay.push_back(on);
+        }
+        event_base_loopbreak(base.get());
+    });
+    event_base_dispatch(base.get());
+    REQUIRE(got);
+    CHECK(got->result == tlspolicy::DnsResult::Data);
+    REQUIRE_FALSE(nodelay.empty());  // the lookup went over TCP to the resolver
+    for (int on : nodelay)
+        CHECK(on != 0);
 }
 
 TEST_CASE("dns: a query that times out does not fail the other queries sent beside it") {
