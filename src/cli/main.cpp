@@ -185,7 +185,7 @@ int query(const std::string& path, int argc, char** argv) {
     }
     auto cfg = load_with_logging(path);
     if (!cfg) return kExitConfig;
-    EventBasePtr base(event_base_new());
+    EventBasePtr base(new_event_base());
     if (!base) {
         std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
         return 1;
@@ -435,7 +435,7 @@ int prefetch_command(const std::string& path, int argc, char** argv) {
     }
     const std::vector<std::string>& domains = list.domains;
     const std::size_t skipped = list.skipped;
-    EventBasePtr base(event_base_new());
+    EventBasePtr base(new_event_base());
     auto engine = base ? DomainEngine::create(base.get(), *cfg)
                        : Result<std::unique_ptr<DomainEngine>>(make_error("no event loop"));
     if (!engine) {
@@ -730,7 +730,7 @@ int probe_command(const std::string& path, int argc, char** argv) {
     }
     int worst = 0;
     for (const ProbeTarget& target : parsed) {
-        EventBasePtr base(event_base_new());
+        EventBasePtr base(new_event_base());
         if (!base) {
             std::fprintf(stderr, "tlspolicy: cannot create the event loop\n");
             return 1;

@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
 
     Daemon d;
     d.config_path = config_path;
-    d.base.reset(event_base_new());
+    d.base.reset(new_event_base());
     if (!d.base) {
         log::error("cannot create the event loop");
         return 1;

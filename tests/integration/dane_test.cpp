@@ -7,6 +7,9 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -209,6 +212,57 @@ TEST_CASE("dns: the connections to the resolver send at once (Nagle off)") {
     REQUIRE_FALSE(nodelay.empty());  // the lookup went over TCP to the resolver
     for (int on : nodelay)
         CHECK(on != 0);
+}
+
+TEST_CASE("dns: answers are read before other work in a busy loop") {
+    // A loop that always has work: 50 events that are always ready (a pipe never drained),
+    // each taking 2 ms, so one pass over them takes 100 ms. getdns reads one message per
+    // wake-up from the resolver's TCP connection; if each read waited for a whole pass, the
+    // answers of a lookup (and of its validation chain) would take seconds to come in and
+    // the query would time out (500 ms here). DNS events run at a higher priority on a base
+    // made by new_event_base().
+    tlspolicy::EventBasePtr base(tlspolicy::new_event_base());
+    REQUIRE(base);
+    const auto dns = world_dns_client(base.get(), 500);
+    const std::vector<std::string> names = {"dane-ee.test", "dane-two.test", "dane-ta-spki.test"};
+    std::size_t warm = 0;  // asked once on an idle loop first: a cold validation may be slow
+    for (const auto& n : names)
+        dns->query(n, tlspolicy::kTypeMx, [&](tlspolicy::DnsLookup) {
+            if (++warm == names.size()) event_base_loopbreak(base.get());
+        });
+    event_base_dispatch(base.get());
+    REQUIRE(warm == names.size());
+
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    REQUIRE(write(fds[1], "x", 1) == 1);
+    auto busy = [](evutil_socket_t, short, void*) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+    };
+    std::vector<tlspolicy::EventPtr> load;
+    for (int i = 0; i < 50; ++i) {
+        load.emplace_back(event_new(base.get(), fds[0], EV_READ | EV_PERSIST, busy, nullptr));
+        event_add(load.back().get(), nullptr);
+    }
+    std::vector<tlspolicy::DnsLookup> got;
+    for (const auto& n : names)
+        dns->query(n, tlspolicy::kTypeMx, [&](tlspolicy::DnsLookup l) {
+            got.push_back(std::move(l));
+            if (got.size() == names.size()) event_base_loopbreak(base.get());
+        });
+    event_base_dispatch(base.get());
+    load.clear();
+    close(fds[0]);
+    close(fds[1]);
+    REQUIRE(got.size() == names.size());
+    for (const auto& l : got) {
+        CAPTURE(l.name);
+        CAPTURE(l.reason);
+        CHECK(l.result == tlspolicy::DnsResult::Data);
+        CHECK(l.dnssec == tlspolicy::Dnssec::Secure);
+    }
 }
 
 TEST_CASE("dns: a query that times out does not fail the other queries sent beside it") {
