@@ -83,10 +83,7 @@ std::string tcp_table_reply(AnswerView answer) {
 }
 
 void parse_socketmap_request_into(std::string_view payload, WireRequest& r) {
-    r.ok = false;
-    r.name.clear();
-    r.key.clear();
-    r.error.clear();
+    r.clear();
     const auto space = payload.find(' ');
     if (space == std::string_view::npos || space == 0) {
         r.error = "malformed request: expected NAME KEY";
@@ -104,10 +101,7 @@ WireRequest parse_socketmap_request(std::string_view payload) {
 }
 
 void parse_tcp_table_request_into(std::string_view line, WireRequest& r) {
-    r.ok = false;
-    r.name.clear();
-    r.key.clear();
-    r.error.clear();
+    r.clear();
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.starts_with("get ")) {
         r.error =

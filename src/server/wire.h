@@ -49,6 +49,13 @@ struct WireRequest {
     std::string name;  // socketmap: the map name
     std::string key;
     std::string error;
+
+    void clear() {  // as default-constructed, keeping the strings' capacity
+        ok = false;
+        name.clear();
+        key.clear();
+        error.clear();
+    }
 };
 
 // A socketmap netstring payload: "NAME KEY" (NAME non-empty, split at the first space).
