@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -349,10 +350,7 @@ PolicyCache::PolicyCache(event_base* base, DomainResolver& engine, const Config&
     flights_metric_ = metrics::global().gauge_callback(
         "tlspolicyd_resolutions_in_flight", "Domains being resolved now (misses and refreshes)",
         [this] { return static_cast<double>(flights_.size()); });
-    if (use_file_) {
-        open_file();
-        if (store_) load_file();
-    }
+    if (use_file_) open_and_load();
     tick_event_.reset(event_new(
         base_, -1, EV_PERSIST,
         [](evutil_socket_t, short, void* arg) { static_cast<PolicyCache*>(arg)->tick(); }, this));
@@ -370,9 +368,20 @@ PolicyCache::~PolicyCache() {
     }
 }
 
-void PolicyCache::open_file() {
+void PolicyCache::open_and_load() {
+    // The integrity probe reads every page and so does the load: they run side by side, on
+    // two connections, and the rows count only when the probe passes.
+    open_file(CacheStore::Probe::Deferred);
+    if (!store_ || load_file(true)) return;
+    // As if the probe had run first: a corrupt file is moved aside and a fresh one opened.
+    store_.reset();
+    open_file(CacheStore::Probe::Now);
+    if (store_) load_file(false);
+}
+
+void PolicyCache::open_file(CacheStore::Probe probe) {
     CacheStore::OpenReport report;
-    auto s = CacheStore::open(path_, writer_id_, &report);
+    auto s = CacheStore::open(path_, writer_id_, &report, probe);
     next_reopen_ = clock_() + kReopenSeconds;
     if (!s) {
         // Tried again every kReopenSeconds: said once, not every time.
@@ -390,13 +399,20 @@ void PolicyCache::open_file() {
     if (!writer_) writer_ = std::make_unique<CacheWriter>(path_, writer_id_, settings_.max_entries);
 }
 
-void PolicyCache::load_file() {
+bool PolicyCache::load_file(bool probe) {
+    // Started first, so that it ends as soon as possible; joined on every path (the future).
+    std::future<Status> probed;
+    if (probe)
+        probed = std::async(std::launch::async, [path = path_] { return CacheStore::probe(path); });
+    // Said by the open() with the probe that follows a failure.
+    auto probe_failed = [&] { return probed.valid() && !probed.get(); };
     auto seq = store_->last_seq();
     if (!seq) {
+        if (probe_failed()) return false;
         log::error(seq.error().message + "; starting with an empty cache");
         if (store_->failure() == StoreFailure::Corrupt && writer_) writer_->request_recovery();
         store_.reset();
-        return;
+        return true;
     }
     cursor_ = ChangeCursor{*seq, {}, false};
     const int64_t now = clock_();
@@ -435,6 +451,14 @@ void PolicyCache::load_file() {
                 sts_rows.push_back({rank, kNone, std::move(row.domain), std::move(sts)});
         }
     });
+    if (probe_failed()) {
+        // Nothing else has seen the rows yet (the engine is told below): forget them.
+        entries_.clear();
+        sts_.clear();
+        sts_free_.clear();
+        stats_.loaded = 0;
+        return false;
+    }
     std::sort(sts_rows.begin(), sts_rows.end(),
               [](const StsRow& a, const StsRow& b) { return a.rank < b.rank; });
     for (auto& s : sts_rows) {
@@ -450,9 +474,10 @@ void PolicyCache::load_file() {
                    " answer(s) read before it");
         if (store_->failure() == StoreFailure::Corrupt && writer_) writer_->request_recovery();
         store_.reset();
-        return;
+        return true;
     }
     log::info("cache " + path_ + ": " + std::to_string(stats_.loaded) + " answer(s) loaded");
+    return true;
 }
 
 void PolicyCache::link(Ref r) {
@@ -899,7 +924,7 @@ void PolicyCache::tick() {
         store_.reset();
     }
     if (!store_ && now >= next_reopen_) {
-        open_file();
+        open_file(CacheStore::Probe::Now);
         if (store_) {
             auto seq = store_->last_seq();
             cursor_ = ChangeCursor{seq ? *seq : 0, {}, false};

@@ -167,9 +167,12 @@ class PolicyCache : public PolicyEngine {
     void assign(Entry& e, CachedAnswer&& c);           // packed
     const StsPolicyPtr& sts_of(const Entry& e) const;  // null when none
     void set_sts(Entry& e, StsPolicyPtr p);
-    bool evict_one();  // false when nothing could be evicted
-    void open_file();
-    void load_file();
+    bool evict_one();      // false when nothing could be evicted
+    void open_and_load();  // at start
+    void open_file(CacheStore::Probe probe);
+    // Reads the rows into memory. With `probe` the store was opened with Probe::Deferred and
+    // the probe runs meanwhile; false when it failed (then nothing was kept).
+    bool load_file(bool probe);
     void sync_file();
     void apply_changes(const CacheChanges& changes);
     void flush_hits();

@@ -6,12 +6,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <mutex>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "util/fd.h"
@@ -88,13 +92,14 @@ constexpr const char* kRowColumns =
     "domain, outcome, policy, source, reason, fetched_at, expires_at, stale_until, sts_decides, "
     "sts_id, sts_body, sts_max_age, sts_fetched_at, sts_expires_at, details, hits, last_used, "
     "seq, writer";
-// The same columns for the daemon's start, with `details` (the largest, and not needed there)
-// replaced by "" when it is text and NULL when not, so that read_row() checks it all the
-// same; SQLite reads only a value's type for typeof().
-constexpr const char* kLoadColumns =
+// The same columns for the daemon's start (load_ranked). What it does not use is a constant
+// (computed once per statement): hits, seq, writer, and `details` (the largest), which is ""
+// when it is text and NULL when not, so that read_row() checks it all the same; SQLite reads
+// only a value's type for typeof().
+constexpr const char* kStartColumns =
     "domain, outcome, policy, source, reason, fetched_at, expires_at, stale_until, sts_decides, "
     "sts_id, sts_body, sts_max_age, sts_fetched_at, sts_expires_at, "
-    "CASE WHEN typeof(details) = 'text' THEN '' END, hits, last_used, seq, writer";
+    "CASE WHEN typeof(details) = 'text' THEN '' END, 0, last_used, 0, ''";
 enum Col {
     kDomain,
     kOutcome,
@@ -406,8 +411,21 @@ std::optional<DbError> migrate(const Db& db, const std::string& path) {
     return e;
 }
 
+// The corruption probe. quick_check reads every page (about 0.4 s for 1,000,000 rows, warm),
+// but a cheaper probe would pass a file whose damage load() then hits, and reopening (what a
+// Corrupt failure calls for) would never move it aside.
+std::optional<DbError> integrity_probe(const Db& db, const std::string& path) {
+    std::string verdict;
+    if (auto e = db.query_text("PRAGMA quick_check(1)", verdict, "integrity check failed"))
+        return e;
+    if (verdict != "ok")
+        return DbError{SQLITE_CORRUPT,
+                       "cache " + path + ": integrity check failed: " + log::sanitize(verdict)};
+    return std::nullopt;
+}
+
 // Everything open() does to one file. A DbError with a corrupt code means "move it aside".
-std::optional<DbError> open_rw(const std::string& path, SqlitePtr& out) {
+std::optional<DbError> open_rw(const std::string& path, CacheStore::Probe probe, SqlitePtr& out) {
     if (auto e =
             connect(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, out))
         return e;
@@ -446,17 +464,8 @@ std::optional<DbError> open_rw(const std::string& path, SqlitePtr& out) {
                                          log::sanitize(mode, 20) + ")"};
     if (auto e = db.exec("PRAGMA synchronous=NORMAL", "cannot set synchronous")) return e;
 
-    // The corruption probe. quick_check reads every page (about 40 ms for 100,000 rows, warm),
-    // but a cheaper probe would pass a file whose damage load() then hits, and reopening
-    // (what a Corrupt failure calls for) would never move it aside.
-    if (version == kCacheSchemaVersion) {
-        std::string verdict;
-        if (auto e = db.query_text("PRAGMA quick_check(1)", verdict, "integrity check failed"))
-            return e;
-        if (verdict != "ok")
-            return DbError{SQLITE_CORRUPT,
-                           "cache " + path + ": integrity check failed: " + log::sanitize(verdict)};
-    }
+    if (version == kCacheSchemaVersion && probe == CacheStore::Probe::Now)
+        return integrity_probe(db, path);
     if (version < kCacheSchemaVersion) return migrate(db, path);
     return std::nullopt;
 }
@@ -476,7 +485,7 @@ std::optional<FileId> file_id(const std::string& path) {
 }  // namespace
 
 Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& path, std::string writer,
-                                                     OpenReport* report) {
+                                                     OpenReport* report, Probe probe) {
     OpenReport local;
     OpenReport& rep = report ? *report : local;
     rep = OpenReport{};
@@ -492,7 +501,7 @@ Result<std::unique_ptr<CacheStore>> CacheStore::open(const std::string& path, st
             rep.created = true;
         }
         const auto id = file_id(path);
-        auto e = open_rw(path, store->db_);
+        auto e = open_rw(path, probe, store->db_);
         if (!e) {
             if (id) {
                 store->dev_ = id->dev;
@@ -520,6 +529,14 @@ bool CacheStore::file_replaced() const {
     if (ino_ == 0) return false;  // not known: never claim it
     const auto id = file_id(path_);
     return !id || id->dev != dev_ || id->ino != ino_;
+}
+
+Status CacheStore::probe(const std::string& path) {
+    SqlitePtr db;
+    auto e = connect(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, db);
+    if (!e) e = integrity_probe(Db(db.get(), path), path);
+    if (e) return make_error(std::move(e->message));
+    return {};
 }
 
 Result<std::string> CacheStore::discard(const std::string& path) {
@@ -585,8 +602,73 @@ Status CacheStore::load_each(std::size_t limit, const std::function<void(CacheRo
     return {};
 }
 
+namespace {
+
+struct LoadCancelled {};
+
+// Rows from the thread that reads them to the thread that keeps them, a batch at a time, with
+// at most a few batches waiting (the file is never held in memory twice).
+class RowHandoff {
+  public:
+    using Item = std::pair<CacheRow, std::size_t>;
+    // Reader side: false once the taker has given up.
+    bool put(CacheRow&& row, std::size_t rank) {
+        filling_.emplace_back(std::move(row), rank);
+        if (filling_.size() < kBatch) return true;
+        std::unique_lock<std::mutex> l(m_);
+        room_.wait(l, [&] { return cancelled_ || ready_.size() < kMaxWaiting; });
+        if (cancelled_) return false;
+        ready_.push_back(std::move(filling_));
+        filling_ = {};
+        filling_.reserve(kBatch);
+        l.unlock();
+        has_.notify_one();
+        return true;
+    }
+    // Reader side, last: hands over what is left.
+    void finish() {
+        std::lock_guard<std::mutex> g(m_);
+        if (!filling_.empty()) ready_.push_back(std::move(filling_));
+        done_ = true;
+        has_.notify_one();
+    }
+    // Taker side: the next batch into `out`; false when there are no more.
+    bool take(std::vector<Item>& out) {
+        std::unique_lock<std::mutex> l(m_);
+        has_.wait(l, [&] { return done_ || !ready_.empty(); });
+        if (ready_.empty()) return false;
+        out = std::move(ready_.front());
+        ready_.pop_front();
+        l.unlock();
+        room_.notify_one();
+        return true;
+    }
+    void cancel() {
+        std::lock_guard<std::mutex> g(m_);
+        cancelled_ = true;
+        room_.notify_one();
+    }
+
+  private:
+    static constexpr std::size_t kBatch = 1024, kMaxWaiting = 8;
+    std::vector<Item> filling_;  // reader only
+    std::mutex m_;
+    std::condition_variable has_, room_;
+    std::deque<std::vector<Item>> ready_;
+    bool done_ = false, cancelled_ = false;
+};
+
+}  // namespace
+
 Status CacheStore::load_ranked(std::size_t limit,
                                const std::function<void(CacheRow&&, std::size_t rank)>& each) {
+    // SQLite's half (reading and decoding rows) runs on a thread of its own and hands the rows
+    // over in batches; `each` runs on this thread. The connection is used by that thread only
+    // until it ends.
+    RowHandoff handoff;
+    auto emit = [&](CacheRow&& r, std::size_t rank) {
+        if (!handoff.put(std::move(r), rank)) throw LoadCancelled{};
+    };
     const Db db(db_.get(), path_);
     // A read transaction: the order and the rows come from one snapshot of the file.
     auto read = [&]() -> std::optional<DbError> {
@@ -611,13 +693,13 @@ Status CacheStore::load_ranked(std::size_t limit,
             // large, so read in rank order.
             rowids = {};
             if (auto e =
-                    db.prepare(std::string("SELECT ") + kLoadColumns + " FROM entries" + order_by,
+                    db.prepare(std::string("SELECT ") + kStartColumns + " FROM entries" + order_by,
                                s, "cannot load"))
                 return e;
             sqlite3_bind_int64(s.get(), 1, clamp_limit(limit));
             std::size_t rank = 0;
             return read_rows(s.get(), db, "cannot load",
-                             [&](CacheRow&& r) { each(std::move(r), rank++); });
+                             [&](CacheRow&& r) { emit(std::move(r), rank++); });
         }
         constexpr uint32_t kUnranked = UINT32_MAX;
         std::vector<uint32_t> rank_of(span, kUnranked);
@@ -625,7 +707,7 @@ Status CacheStore::load_ranked(std::size_t limit,
             rank_of[static_cast<uint64_t>(rowids[i]) - static_cast<uint64_t>(first)] =
                 static_cast<uint32_t>(i);
         rowids = {};
-        if (auto e = db.prepare(std::string("SELECT ") + kLoadColumns +
+        if (auto e = db.prepare(std::string("SELECT ") + kStartColumns +
                                     ", rowid FROM entries WHERE rowid BETWEEN ? AND ?",
                                 s, "cannot load"))
             return e;
@@ -639,7 +721,7 @@ Status CacheStore::load_ranked(std::size_t limit,
                         static_cast<uint64_t>(first)];
             if (rank == kUnranked) continue;  // past `limit`
             if (auto r = read_row(s.get()))
-                each(std::move(*r), rank);
+                emit(std::move(*r), rank);
             else
                 ++skipped;
         }
@@ -649,12 +731,30 @@ Status CacheStore::load_ranked(std::size_t limit,
                          " malformed row(s)");
         return std::nullopt;
     };
-    std::optional<DbError> e = db.exec("BEGIN", "cannot load");
-    if (!e) {
-        e = read();
-        // Ends the read transaction; on success a failure to end it is the error.
-        if (auto end = db.exec(e ? "ROLLBACK" : "COMMIT", "cannot load"); end && !e) e = end;
+    std::optional<DbError> e;
+    std::thread reader([&] {
+        e = db.exec("BEGIN", "cannot load");
+        if (!e) {
+            try {
+                e = read();
+            } catch (const LoadCancelled&) {
+                e = DbError{SQLITE_INTERRUPT, "cache " + path_ + ": load cancelled"};
+            }
+            // Ends the read transaction; on success a failure to end it is the error.
+            if (auto end = db.exec(e ? "ROLLBACK" : "COMMIT", "cannot load"); end && !e) e = end;
+        }
+        handoff.finish();
+    });
+    try {
+        for (std::vector<RowHandoff::Item> batch; handoff.take(batch);)
+            for (auto& [row, rank] : batch)
+                each(std::move(row), rank);
+    } catch (...) {
+        handoff.cancel();
+        reader.join();
+        throw;
     }
+    reader.join();
     if (e) return failed(failure_, std::move(*e));
     failure_ = StoreFailure::None;
     return {};
@@ -902,9 +1002,9 @@ Result<CacheChanges> CacheStore::changes_since(const ChangeCursor& from, std::si
         bind_text(s.get(), 3, from.domain);
         sqlite3_bind_int(s.get(), 4, from.inside ? 1 : 0);
         const std::size_t limit = max_rows == SIZE_MAX ? max_rows : max_rows + 1;
-        sqlite3_bind_int64(s.get(), 5,
-                           limit > static_cast<std::size_t>(INT64_MAX) ? -1
-                                                                       : static_cast<int64_t>(limit));
+        sqlite3_bind_int64(
+            s.get(), 5,
+            limit > static_cast<std::size_t>(INT64_MAX) ? -1 : static_cast<int64_t>(limit));
         if (auto e = read_rows(s.get(), db, "cannot read changes",
                                [&](CacheRow&& r) { out.rows.push_back(std::move(r)); }))
             return e;

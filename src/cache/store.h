@@ -107,8 +107,18 @@ class CacheStore {
     // its -wal and -shm) and a fresh one is created; `report` says so. Fails when the file
     // cannot be created or opened, or holds a newer schema (it is then left untouched).
     // `writer` identifies this process in the rows it writes (e.g. "tlspolicyd:1234").
+    //
+    // With Probe::Deferred the integrity probe is left to the caller, who must run probe()
+    // before trusting what it read (the daemon's start runs it on another thread while it
+    // reads the rows) and, when it fails, drop what it read and open() again with the probe.
+    enum class Probe { Now, Deferred };
     static Result<std::unique_ptr<CacheStore>> open(const std::string& path, std::string writer,
-                                                    OpenReport* report = nullptr);
+                                                    OpenReport* report = nullptr,
+                                                    Probe probe = Probe::Now);
+    // The integrity probe of open(), on a read-only connection of its own: safe to run on
+    // another thread while a store reads the same file. Fails when the file is corrupt or
+    // cannot be read; never moves or changes anything.
+    static Status probe(const std::string& path);
     // Opens an existing file read-only (for `tlspolicy cache list|show|export` and `query`);
     // fails when it is missing, not a database or of another schema version. Never moves or
     // changes anything.
@@ -124,8 +134,10 @@ class CacheStore {
     // The same rows, one at a time to `each` (no vector of them all: the daemon's start).
     Status load_each(std::size_t limit, const std::function<void(CacheRow&&)>& each);
     // The same rows for the daemon's start, each with its rank in that order (0 = most
-    // recently used) and without `details` (""), in an order of the store's choosing (the
-    // file's when that is faster: nearly always). One snapshot of the file.
+    // recently used) and without what the start does not use (details and writer "", hits
+    // and seq 0), in an order of the store's choosing (the file's when that is faster: nearly
+    // always). One snapshot of the file. The rows are read on a thread of its own; `each` is
+    // called on the caller's.
     Status load_ranked(std::size_t limit,
                        const std::function<void(CacheRow&&, std::size_t rank)>& each);
     // One row, or nullopt.

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <list>
 #include <map>
 #include <memory>
@@ -470,6 +471,66 @@ TEST_CASE("policy cache: a restart starts warm from the file; purges by others a
     CHECK(g.resolver.calls["s.example"] == 1);
     CHECK(g.cache->size() == 1);
     g.cache.reset();
+}
+
+TEST_CASE(
+    "policy cache: damage only the integrity probe finds is caught at start: no row is used") {
+    const TempDir tmp;
+    const std::string path = tmp.path() + "/cache.sqlite";
+    {
+        Fixture f;
+        f.config.cache.path = path;
+        f.start(true);
+        f.resolve("a.example", resolution(DaneVerdict::DaneOnly, 1000, f.now));
+        f.resolve("s.example", resolution(DaneVerdict::NoDane, 1000, f.now, kEnforce));
+        f.cache->flush();
+    }
+    // The last connection folded the WAL into the file. Damage the domain index, which
+    // loading does not read: the start's load runs beside the probe, not after it.
+    REQUIRE_FALSE(std::filesystem::exists(path + "-wal"));
+    int64_t root = 0;
+    {
+        sqlite3* raw = nullptr;
+        REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+        SqlitePtr db(raw);
+        sqlite3_stmt* st = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db.get(),
+                                   "SELECT rootpage FROM sqlite_schema WHERE type = 'index' AND "
+                                   "tbl_name = 'entries' AND sql IS NULL",
+                                   -1, &st, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+        root = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    REQUIRE(root > 1);
+    {
+        std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp((root - 1) * 4096);
+        const std::string garbage(4096, static_cast<char>(0xA5));
+        file.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+        REQUIRE(file.good());
+    }
+    {
+        // The rows themselves still read: a load without the probe would have used them.
+        auto ro = CacheStore::open_readonly(path);
+        REQUIRE(ro.ok());
+        auto rows = (*ro)->load(100);
+        REQUIRE(rows.ok());
+        CHECK(rows->size() == 2);
+    }
+    Fixture g;
+    g.config.cache.path = path;
+    g.start(true);
+    CHECK(g.cache->stats().loaded == 0);
+    CHECK(g.cache->size() == 0);
+    CHECK(g.resolver.remembered.empty());
+    CHECK(g.cache->file_open());
+    std::size_t moved = 0;
+    for (const auto& name : tmp.names())
+        if (name.rfind("cache.sqlite.corrupt-", 0) == 0) ++moved;
+    CHECK(moved == 1);
+    g.ask("a.example");
+    CHECK(g.resolver.calls["a.example"] == 1);
 }
 
 TEST_CASE(

@@ -271,7 +271,8 @@ TEST_CASE("store: a new file is created with mode 0640, WAL and the current sche
 
     RawDb raw(path);
     CHECK_EQ_GW("journal_mode", raw.value("PRAGMA journal_mode"), std::string("wal"));
-    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::to_string(kCacheSchemaVersion));
+    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"),
+                std::to_string(kCacheSchemaVersion));
     CHECK_EQ_GW("meta seq", raw.value("SELECT value FROM meta WHERE key = 'seq'"),
                 std::string("0"));
     CHECK_EQ_GW("last_seq", last_seq_ok(*store), int64_t{0});
@@ -504,10 +505,10 @@ TEST_CASE("store: changes are read in bounded batches from a (seq, domain) curso
     write_ok(*b, {row("own.example")});
 
     const auto all = changes_ok(*b, 0);
-    CHECK_EQ_GW("unbatched rows", domains(all.rows),
-                (std::vector<std::string>{"a.example", "b.example", "d.example", "e.example",
-                                          "f.example", "g.example", "c.example", "y.example",
-                                          "z.example"}));
+    CHECK_EQ_GW(
+        "unbatched rows", domains(all.rows),
+        (std::vector<std::string>{"a.example", "b.example", "d.example", "e.example", "f.example",
+                                  "g.example", "c.example", "y.example", "z.example"}));
     CHECK_EQ_GW("unbatched purges", all.purged, std::vector<std::string>{"c.example"});
     CHECK_EQ_GW("unbatched: nothing more", all.more, false);
     CHECK_EQ_GW("unbatched seq", all.seq, int64_t{4});
@@ -524,8 +525,10 @@ TEST_CASE("store: changes are read in bounded batches from a (seq, domain) curso
             CHECK(r->rows.size() <= limit);
             // A purge of seq 2 arrives with or after the batch that finished seq 1's rows.
             if (!r->purged.empty()) CHECK(rows.size() + r->rows.size() >= 6);
-            for (const auto& x : r->rows) rows.push_back(x.domain);
-            for (const auto& p : r->purged) purged.push_back(p);
+            for (const auto& x : r->rows)
+                rows.push_back(x.domain);
+            for (const auto& p : r->purged)
+                purged.push_back(p);
             cursor = r->next;
             if (!r->more) {
                 CHECK_EQ_GW("final seq", r->seq, int64_t{4});
@@ -548,17 +551,20 @@ TEST_CASE("store: a version 1 file is migrated: the seq index covers the domain"
     }
     {
         RawDb raw(path);  // what version 1 looked like
-        raw.exec("DROP INDEX entries_seq; CREATE INDEX entries_seq ON entries(seq); "
-                 "PRAGMA user_version = 1");
+        raw.exec(
+            "DROP INDEX entries_seq; CREATE INDEX entries_seq ON entries(seq); "
+            "PRAGMA user_version = 1");
     }
     CacheStore::OpenReport report;
     auto store = open_store(path, "new", &report);
     CHECK_EQ_GW("created", report.created, false);
     RawDb raw(path);
-    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::to_string(kCacheSchemaVersion));
+    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"),
+                std::to_string(kCacheSchemaVersion));
     const auto columns = raw.rows("SELECT name FROM pragma_index_info('entries_seq')");
     std::vector<std::string> names;
-    for (const auto& c : columns) names.push_back(c.at(0));
+    for (const auto& c : columns)
+        names.push_back(c.at(0));
     CHECK_EQ_GW("index columns", names, (std::vector<std::string>{"seq", "domain"}));
     CHECK_EQ_GW("rows kept", domains(changes_ok(*store, 0).rows),
                 (std::vector<std::string>{"a.example", "b.example"}));
@@ -808,6 +814,62 @@ TEST_CASE("store: damage past the pages a cheap probe reads is caught at open") 
     CHECK_EQ_GW("rows in the fresh file", load_ok(*store).size(), std::size_t{0});
 }
 
+TEST_CASE("store: a deferred probe: open() leaves it to probe(), which never moves anything") {
+    TempDir dir;
+    const std::string path = dir.file("cache.sqlite");
+    write_big_file(path);
+    std::filesystem::remove(path + "-wal");
+    std::filesystem::remove(path + "-shm");
+    CHECK_EQ_GW("probe of an intact file", CacheStore::probe(path).ok(), true);
+    std::string bytes = read_bytes(path);
+    const std::size_t page = 4096, middle = bytes.size() / page / 2 * page;
+    for (std::size_t i = middle; i < middle + page; ++i)
+        bytes[i] = static_cast<char>(0xA5);
+    write_bytes(path, bytes);
+
+    CacheStore::OpenReport report;
+    auto store = CacheStore::open(path, "w", &report, CacheStore::Probe::Deferred);
+    REQUIRE(store.ok());
+    CHECK(report.moved_aside.empty());
+    auto probed = CacheStore::probe(path);
+    REQUIRE_FALSE(probed.ok());
+    INFO(probed.error().message);
+    CHECK(contains(probed.error().message, "cache " + path + ": "));
+    CHECK_EQ_GW("corrupt copies", count_prefixed(dir.names(), "cache.sqlite.corrupt-"),
+                std::size_t{0});
+    store->reset();
+    CHECK_EQ_GW("bytes", read_bytes(path) == bytes, true);
+    CHECK_FALSE(CacheStore::probe(dir.file("missing.sqlite")).ok());
+}
+
+TEST_CASE("store: load_ranked passes on an exception from `each` and the store stays usable") {
+    TempDir dir;
+    auto store = open_store(dir.file("cache.sqlite"), "w");
+    // More rows than the reading thread may hand over before it waits for the taker.
+    std::vector<CacheRow> rows;
+    for (int i = 0; i < 20000; ++i)
+        rows.push_back(row("r" + std::to_string(i) + ".example"));
+    write_ok(*store, rows);
+    struct Stop {};
+    for (std::size_t after : {std::size_t{0}, std::size_t{5000}}) {
+        INFO("throws after " << after << " rows");
+        std::size_t seen = 0;
+        CHECK_THROWS_AS(store->load_ranked(1000000,
+                                           [&](CacheRow&&, std::size_t) {
+                                               if (seen == after) throw Stop{};
+                                               ++seen;
+                                           }),
+                        Stop);
+        CHECK(seen == after);
+    }
+    // The read transaction ended: a write and a whole load work.
+    write_ok(*store, {row("new.example")});
+    std::size_t n = 0;
+    auto st = store->load_ranked(1000000, [&](CacheRow&&, std::size_t) { ++n; });
+    REQUIRE(st.ok());
+    CHECK(n == 20001);
+}
+
 TEST_CASE("store: malformed rows are skipped on load, not fatal") {
     TempDir dir;
     auto store = open_store(dir.file("cache.sqlite"), "w");
@@ -842,8 +904,8 @@ TEST_CASE("store: a newer schema version is an error and the file is left untouc
     auto s = CacheStore::open(path, "w");
     REQUIRE_FALSE(s.ok());
     CHECK_EQ_GW("error", s.error().message,
-                "cache " + path +
-                    ": schema version 99 is newer than this tlspolicyd (" + std::to_string(kCacheSchemaVersion) + "); leaving it untouched");
+                "cache " + path + ": schema version 99 is newer than this tlspolicyd (" +
+                    std::to_string(kCacheSchemaVersion) + "); leaving it untouched");
     CHECK_EQ_GW("bytes unchanged", read_bytes(path) == before, true);
     CHECK_EQ_GW("files", dir.names(), names_before);
 
@@ -1021,7 +1083,8 @@ TEST_CASE("store: a file of the current version reopens without migrating and ke
     auto c = changes_ok(*store, 0);
     CHECK_EQ_GW("purged", c.purged, std::vector<std::string>{"gone.example"});
     RawDb raw(path);
-    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"), std::to_string(kCacheSchemaVersion));
+    CHECK_EQ_GW("user_version", raw.value("PRAGMA user_version"),
+                std::to_string(kCacheSchemaVersion));
 }
 
 TEST_CASE("store: processes opening a new file at once create the schema once") {
@@ -1119,8 +1182,15 @@ TEST_CASE("store: load_ranked gives load()'s rows and order (as ranks), whatever
         CHECK_EQ_GW("order", domains(got_rows), domains(want));
         for (std::size_t i = 0; i < std::min(got_rows.size(), want.size()); ++i) {
             CacheRow g = got_rows[i];
-            CHECK(g.details.empty());  // not read at start
+            // Not read at start.
+            CHECK(g.details.empty());
+            CHECK(g.writer.empty());
+            CHECK_EQ(g.hits, 0);
+            CHECK_EQ(g.seq, 0);
             g.details = want[i].details;
+            g.writer = want[i].writer;
+            g.hits = want[i].hits;
+            g.seq = want[i].seq;
             CHECK_EQ_GW("row", g, want[i]);
         }
     }
