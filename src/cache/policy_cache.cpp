@@ -1,5 +1,6 @@
 #include "cache/policy_cache.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -476,6 +477,9 @@ bool PolicyCache::load_file(bool probe) {
         store_.reset();
         return true;
     }
+    // The reading thread's malloc arena held the rows on their way here: give back the pages
+    // it and the handed-over batches no longer use (about 10 MiB for a million rows).
+    ::malloc_trim(0);
     log::info("cache " + path_ + ": " + std::to_string(stats_.loaded) + " answer(s) loaded");
     return true;
 }

@@ -650,7 +650,7 @@ class RowHandoff {
     }
 
   private:
-    static constexpr std::size_t kBatch = 1024, kMaxWaiting = 8;
+    static constexpr std::size_t kBatch = 1024, kMaxWaiting = 4;
     std::vector<Item> filling_;  // reader only
     std::mutex m_;
     std::condition_variable has_, room_;
