@@ -2,12 +2,17 @@
 #include <doctest/doctest.h>
 
 #include <grp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -76,6 +81,54 @@ TEST_CASE("socketmap and tcp_table: thousands of requests in one write, all answ
     Client tt(d.address("tcp_table"));
     tt.send(tt_batch);
     CHECK(tt.read_bytes(tt_want.size(), 20000) == tt_want);
+}
+
+TEST_CASE("TCP clients' sockets have Nagle's algorithm off (TCP_NODELAY)") {
+    // A reply written while an earlier one is unacknowledged would otherwise wait for the
+    // client's delayed ACK (up to 40 ms on Linux). The daemon's own sockets are read here
+    // through pidfd_getfd.
+    TempDir dir;
+    Daemon d(dir, config());
+    Client sm(d.address("socketmap"));
+    Client tt(d.address("tcp_table"));
+    sm.send(netstring("postfix dane.example"));
+    CHECK(sm.read_until(",") == netstring("OK dane-only"));
+    tt.send("get dane.example\n");
+    CHECK(tt.read_until("\n") == "200 dane-only\n");
+
+    const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, d.pid(), 0));
+    REQUIRE(pidfd >= 0);
+    const std::vector<int> ports = {d.port("socketmap"), d.port("tcp_table")};
+    std::vector<int> served_ports, nodelay;
+    for (const auto& entry :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(d.pid()) + "/fd")) {
+        const int target = std::atoi(entry.path().filename().c_str());
+        const int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, target, 0));
+        if (fd < 0) continue;
+        int listening = 0, protocol = 0;
+        socklen_t len = sizeof(int);
+        sockaddr_in local{};
+        socklen_t alen = sizeof local;
+        const bool tcp = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 &&
+                         protocol == IPPROTO_TCP &&
+                         getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+                         !listening &&
+                         getsockname(fd, reinterpret_cast<sockaddr*>(&local), &alen) == 0 &&
+                         local.sin_family == AF_INET;
+        if (tcp && std::find(ports.begin(), ports.end(), ntohs(local.sin_port)) != ports.end()) {
+            int on = 0;
+            REQUIRE(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0);
+            served_ports.push_back(ntohs(local.sin_port));
+            nodelay.push_back(on);
+        }
+        ::close(fd);
+    }
+    ::close(pidfd);
+    std::sort(served_ports.begin(), served_ports.end());
+    std::vector<int> want_ports = ports;
+    std::sort(want_ports.begin(), want_ports.end());
+    CHECK(served_ports == want_ports);  // one accepted socket per client
+    CHECK(nodelay == std::vector<int>(ports.size(), 1));
 }
 
 TEST_CASE("IPv6 listeners") {
