@@ -28,22 +28,51 @@ struct StoredStsPolicy {
 // engine, the cache and every answer in flight share one copy.
 using StsPolicyPtr = std::shared_ptr<const StoredStsPolicy>;
 
+// Kept per domain by the MTA-STS engine (up to kMaxStsStates), so the common case is small:
+// the rarely set facts (a failed TXT verdict's code, a mode none id, a failed fetch) live in a
+// block allocated only while one of them is set. Unset, they read as "" and 0. Move-only.
 struct StsState {
     StsPolicyPtr policy;          // only ever a policy whose mode is not none
     int64_t txt_valid_until = 0;  // the last TXT verdict holds until then (0: never checked)
     bool txt_found = false;       // that verdict: one valid record (txt_id)...
     std::string txt_id;
-    std::string txt_code;    // ...or why not (parse_sts_txt code, or the DNS failure)
-    std::string none_id;     // an id whose policy was fetched with mode none...
-    int64_t none_until = 0;  // ...and until when that holds (its max_age)
-    int64_t none_max_age = 0;
-    std::string failed_id;    // the id whose fetch failed last
-    int64_t retry_after = 0;  // no fetch for failed_id before then
-    std::string failed_code;  // and why it failed
-    std::string failed_reason;
+
+    const std::string& txt_code() const;  // ...or why not (parse_sts_txt code, or DNS failure)
+    void set_txt_code(std::string code);  // "" clears
+
+    // An id whose policy was fetched with mode none, until when that holds, and its max_age.
+    const std::string& none_id() const;
+    int64_t none_until() const;
+    int64_t none_max_age() const;
+    void set_none(std::string id, int64_t until, int64_t max_age);
+    void renew_none(int64_t until);  // none_until only
+    void clear_none();
+
+    // The id whose fetch failed last, no fetch for it before retry_after, and why it failed.
+    const std::string& failed_id() const;
+    int64_t retry_after() const;
+    const std::string& failed_code() const;
+    const std::string& failed_reason() const;
+    void set_failed(std::string id, int64_t until, std::string code, std::string reason);
+    void clear_failed();
 
     // The policy in force at `now`: stored and not expired.
     const StoredStsPolicy* live(int64_t now) const;
+
+  private:
+    struct Rare {
+        std::string txt_code;
+        std::string none_id;
+        int64_t none_until = 0;
+        int64_t none_max_age = 0;
+        std::string failed_id;
+        int64_t retry_after = 0;
+        std::string failed_code;
+        std::string failed_reason;
+    };
+    Rare& rare();   // allocates the block when absent
+    void shrink();  // frees the block when nothing in it is set
+    std::unique_ptr<Rare> rare_;
 };
 
 // What a lookup must do next.

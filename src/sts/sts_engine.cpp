@@ -320,7 +320,7 @@ void StsEngine::remember(const std::string& domain, StsPolicyPtr policy) {
     if (!policy || policy->policy.mode == StsMode::None || policy->expires_at <= clock_()) return;
     StsState& s = state(domain);
     if (s.policy && s.policy->fetched_at >= policy->fetched_at) return;
-    if (!s.none_id.empty() && s.none_until > clock_()) return;  // mode none learned since
+    if (!s.none_id().empty() && s.none_until() > clock_()) return;  // mode none learned since
     s.policy = std::move(policy);
 }
 

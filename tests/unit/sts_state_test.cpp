@@ -222,6 +222,56 @@ TEST_CASE(
          });
 }
 
+TEST_CASE("sts_state: a fetched policy ends a mode none verdict; that id is fetched again") {
+    const std::string none = "version: STSv1\nmode: none\nmax_age: 1000\n";
+    play("none then enforce",
+         with_policy_a({
+             {100, Step::Txt, txt({"v=STSv1; id=n"}), false, "", "", true, "", "", "",
+              StsStep::UseKnown},
+             {100, Step::Fetch, {}, true, none, "", false, "found", "", "", StsStep::UseKnown},
+             {200, Step::Txt, txt({"v=STSv1; id=a"}), false, "", "", true, "", "", "",
+              StsStep::UseKnown},
+             {200, Step::Fetch, {}, true, kEnforce, "", false, "found", "", "a", StsStep::UseKnown},
+             {300, Step::Txt, txt({"v=STSv1; id=n"}), false, "", "", true, "", "", "",
+              StsStep::UseKnown},
+         }));
+}
+
+TEST_CASE("sts_state: the rarely set facts read as unset until set and once cleared") {
+    StsState s;
+    auto unset = [](const StsState& st) {
+        return st.txt_code().empty() && st.none_id().empty() && st.none_until() == 0 &&
+               st.none_max_age() == 0 && st.failed_id().empty() && st.retry_after() == 0 &&
+               st.failed_code().empty() && st.failed_reason().empty();
+    };
+    CHECK(unset(s));
+    s.set_txt_code("");
+    CHECK(unset(s));
+    s.set_txt_code("no_sts_record");
+    s.set_none("n", 100, 50);
+    s.set_failed("f", 300, "http_status_503", "HTTP 503");
+    s.set_txt_code("");
+    CHECK(s.txt_code().empty());
+    s.renew_none(200);
+    CHECK(s.none_id() == "n");
+    CHECK(s.none_until() == 200);
+    CHECK(s.none_max_age() == 50);
+    StsState moved = std::move(s);
+    CHECK(moved.failed_id() == "f");
+    CHECK(moved.retry_after() == 300);
+    CHECK(moved.failed_code() == "http_status_503");
+    CHECK(moved.failed_reason() == "HTTP 503");
+    moved.clear_none();
+    CHECK(moved.none_id().empty());
+    CHECK(moved.none_until() == 0);
+    CHECK(moved.failed_id() == "f");
+    moved.clear_failed();
+    CHECK(unset(moved));
+    moved.clear_failed();
+    moved.clear_none();
+    CHECK(unset(moved));
+}
+
 // ---- the combination ------------------------------------------------------------------------
 
 TEST_CASE("sts_state: DANE first, MTA-STS only for no DANE, TEMP for an unfinished TLSA lookup") {
