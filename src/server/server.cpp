@@ -6,11 +6,13 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <memory>
 
 #include <event2/buffer.h>
 
@@ -113,14 +115,49 @@ class LookupMetrics {
     metrics::Counter* counters_[2][12] = {};
 };
 
+// A session's unprocessed input: [begin, end) of one buffer that grows only for a request
+// longer than what was read so far (at most a request's limit plus a read), never per request.
+class InputBuffer {
+  public:
+    std::string_view view() const { return {data_.get() + begin_, end_ - begin_}; }
+    std::size_t size() const { return end_ - begin_; }
+    void consume(std::size_t n) {
+        begin_ += n;
+        if (begin_ == end_) begin_ = end_ = 0;
+    }
+    void clear() { begin_ = end_ = 0; }
+    // Room for at least `n` more bytes at the end (moving what is left to the front first).
+    std::pair<char*, std::size_t> space(std::size_t n) {
+        if (cap_ - end_ < n && begin_ > 0) {
+            std::memmove(data_.get(), data_.get() + begin_, end_ - begin_);
+            end_ -= begin_;
+            begin_ = 0;
+        }
+        if (cap_ - end_ < n) {
+            const std::size_t cap = std::max(end_ + n, cap_ * 2);
+            auto fresh = std::make_unique_for_overwrite<char[]>(cap);
+            if (end_) std::memcpy(fresh.get(), data_.get(), end_);
+            data_ = std::move(fresh);
+            cap_ = cap;
+        }
+        return {data_.get() + end_, cap_ - end_};
+    }
+    void commit(std::size_t n) { end_ += n; }
+
+  private:
+    std::unique_ptr<char[]> data_;
+    std::size_t begin_ = 0, end_ = 0, cap_ = 0;
+};
+
 class Session : public std::enable_shared_from_this<Session> {
   public:
     Session(Server& server, Protocol protocol, BuffereventPtr bev, std::string peer)
         : server_(server), protocol_(protocol), bev_(std::move(bev)), peer_(std::move(peer)) {}
 
-    // Reading is our own event, not the bufferevent's: its reads ask the kernel how much is
-    // readable (ioctl FIONREAD) before every readv, one system call per request more than
-    // needed (docs/benchmarks.md). The bufferevent still does the writing and its timeout.
+    // Reading is our own event and buffer, not the bufferevent's: its reads ask the kernel how
+    // much is readable (ioctl FIONREAD) before every readv, one system call per request more
+    // than needed, and its buffer allocates and frees a chain per request
+    // (docs/benchmarks.md). The bufferevent still does the writing and its timeout.
     void start(const Config::Server& limits) {
         max_pipelined_ = static_cast<std::size_t>(limits.max_pipelined);
         idle_ = {static_cast<time_t>(limits.idle_timeout), 0};
@@ -132,9 +169,6 @@ class Session : public std::enable_shared_from_this<Session> {
         bufferevent_setcb(bev_.get(), nullptr, &Session::on_write, &Session::on_event, this);
         bufferevent_set_timeouts(bev_.get(), nullptr, &write_timeout);
         bufferevent_enable(bev_.get(), EV_WRITE);
-        // A socket bufferevent freezes the end of its input buffer (only it may add there);
-        // here it never reads, and we do.
-        evbuffer_unfreeze(bufferevent_get_input(bev_.get()), 0);
         read_ev_.reset(event_new(bufferevent_get_base(bev_.get()), bufferevent_getfd(bev_.get()),
                                  EV_READ | EV_PERSIST, &Session::on_readable, this));
         update_reading();
@@ -170,17 +204,14 @@ class Session : public std::enable_shared_from_this<Session> {
         if (what & EV_TIMEOUT) return self->idle_timeout();
         // One recv per wake-up: a request usually arrives whole, and the event fires again
         // (level-triggered) when more is waiting.
-        evbuffer* in = bufferevent_get_input(self->bev_.get());
-        evbuffer_iovec v;
-        if (evbuffer_reserve_space(in, kReadChunk, &v, 1) < 1) return self->close();
-        const ssize_t n = recv(fd, v.iov_base, v.iov_len, 0);
+        const auto [at, room] = self->in_.space(kReadChunk);
+        const ssize_t n = recv(fd, at, std::min(room, kReadChunk), 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
             log::debug("closing " + self->peer_ + ": " + std::strerror(errno));
             return self->close();
         }
-        v.iov_len = static_cast<std::size_t>(n);
-        evbuffer_commit_space(in, &v, 1);
+        self->in_.commit(static_cast<std::size_t>(n));
         if (n == 0) {
             // The client half-closed (Exim ${readsocket}) or closed: answer what it sent,
             // then close.
@@ -214,19 +245,16 @@ class Session : public std::enable_shared_from_this<Session> {
     void process_input() {
         if (closed_ || in_process_) return;
         in_process_ = true;
-        evbuffer* in = bufferevent_get_input(bev_.get());
         bool incomplete = false;
         while (!closed_ && !protocol_error_ && !draining_ && pending_.size() < max_pipelined_) {
-            const std::size_t avail = evbuffer_get_length(in);
-            if (avail == 0) break;
+            if (in_.size() == 0) break;
             // Answers known at once collect in write_batch_ and go out in one send; a client
             // that does not read them stops being read (on_write goes on when it does).
             if (write_batch_.size() >= kBatchBytes) {
                 flush();
                 if (closed_ || !output_room()) break;
             }
-            const bool ok = protocol_ == Protocol::Socketmap ? next_socketmap(in, avail)
-                                                             : next_tcp_table(in, avail);
+            const bool ok = protocol_ == Protocol::Socketmap ? next_socketmap() : next_tcp_table();
             if (!ok) {
                 incomplete = !closed_ && !protocol_error_;
                 break;
@@ -267,12 +295,12 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     // Returns false when no complete request is available (or the stream is unusable).
-    bool next_socketmap(evbuffer* in, std::size_t avail) {
+    bool next_socketmap() {
         constexpr std::size_t kMaxFrame = kMaxSocketmapRequest + 8;  // "10000:" + payload + ","
-        const std::size_t n = avail < kMaxFrame ? avail : kMaxFrame;
-        const auto* data =
-            reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ev_ssize_t>(n)));
-        const NetstringDecode d = netstring_decode({data, n}, kMaxSocketmapRequest);
+        const std::string_view input = in_.view();
+        const std::size_t avail = input.size();
+        const NetstringDecode d =
+            netstring_decode(input.substr(0, std::min(avail, kMaxFrame)), kMaxSocketmapRequest);
         using State = NetstringDecode::State;
         if (d.state == State::NeedMore) {
             if (read_eof_ && avail > 0) log::debug(peer_ + ": incomplete request at end of input");
@@ -285,7 +313,7 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         WireRequest& req = req_;
         parse_socketmap_request_into(d.payload, req);
-        evbuffer_drain(in, d.consumed);
+        in_.consume(d.consumed);
         if (req.ok) {
             dispatch(req.key, req.name);
             return true;
@@ -296,11 +324,13 @@ class Session : public std::enable_shared_from_this<Session> {
         return true;
     }
 
-    bool next_tcp_table(evbuffer* in, std::size_t avail) {
-        evbuffer_ptr eol = evbuffer_search_eol(in, nullptr, nullptr, EVBUFFER_EOL_LF);
+    bool next_tcp_table() {
+        const std::string_view input = in_.view();
+        const std::size_t avail = input.size();
+        const std::size_t eol = input.find('\n');
         std::size_t line_len;  // without the newline
         std::size_t consume;
-        if (eol.pos < 0) {
+        if (eol == std::string_view::npos) {
             if (avail >= kMaxTcpTableLine) {
                 protocol_failure("request line longer than 4096 bytes");
                 return false;
@@ -310,19 +340,16 @@ class Session : public std::enable_shared_from_this<Session> {
             // write in Exim) still gets its answer.
             line_len = consume = avail;
         } else {
-            line_len = static_cast<std::size_t>(eol.pos);
+            line_len = eol;
             consume = line_len + 1;
             if (consume > kMaxTcpTableLine) {
                 protocol_failure("request line longer than 4096 bytes");
                 return false;
             }
         }
-        std::string& line = line_;
-        line.resize(consume);
-        evbuffer_remove(in, line.data(), consume);
-        line.resize(line_len);
         WireRequest& req = req_;
-        parse_tcp_table_request_into(line, req);
+        parse_tcp_table_request_into(input.substr(0, line_len), req);
+        in_.consume(consume);
         if (!req.ok) {
             const Answer bad = Answer::perm(req.error);
             LookupMetrics::get().count(protocol_, bad);
@@ -435,8 +462,7 @@ class Session : public std::enable_shared_from_this<Session> {
         log::warning("closing " + peer_ + " (" + std::string(protocol_name(protocol_)) +
                      "): " + what);
         protocol_error_ = true;
-        evbuffer* in = bufferevent_get_input(bev_.get());
-        evbuffer_drain(in, evbuffer_get_length(in));
+        in_.clear();
         if (protocol_ == Protocol::TcpTable) answer_now(Answer::perm(what));
         flush();
     }
@@ -473,7 +499,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string reply_;        // a socketmap reply before framing (capacity reused)
     // The request being read and its lookup's scratch: capacity reused, nothing allocated
     // per request once a session is warm.
-    std::string line_;
+    InputBuffer in_;
     WireRequest req_;
     LookupScratch scratch_;
     const timeval* idle_common_ = nullptr;
