@@ -11,6 +11,7 @@
 //     keys normalize_key() classifies as Domain;
 //   - a ParentProbe is "." + a canonical domain; a NextHop keeps its brackets and port;
 //     an IpLiteral is the key lower-cased;
+//   - canonical_domain() gives what its general path (no one-pass ASCII path) gives;
 //   - for ASCII keys the letter case does not matter (same kind and name for the key
 //     lower-cased and upper-cased).
 #include <cstddef>
@@ -107,6 +108,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
 
     auto canon = canonical_domain(raw);
     FUZZ_CHECK(canon.ok() == (k.kind == KeyKind::Domain));
+    // The one-pass path for plain ASCII names gives what the general path gives.
+    auto general = detail::canonical_domain_general(raw);
+    FUZZ_CHECK(general.ok() == canon.ok());
+    FUZZ_CHECK(canon.ok() ? *general == *canon : general.error().message == canon.error().message);
     if (canon.ok()) {
         FUZZ_CHECK(*canon == k.name);
         auto again = canonical_domain(*canon);

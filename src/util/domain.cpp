@@ -193,9 +193,46 @@ const char* append_label(std::string_view label, std::string& out) {
     return nullptr;
 }
 
+// The common case in one pass: ASCII LDH labels, none of them an A-label. Appends what the
+// general path below would and returns true; or returns false with `out` unchanged, and the
+// general path decides (and names the error).
+bool append_plain_ascii(std::string_view name, std::string& out) {
+    std::size_t n = name.size();
+    if (n > 0 && name[n - 1] == '.') --n;  // one trailing dot is dropped
+    if (n == 0 || n > kMaxDomainLength) return false;
+    const std::size_t start = out.size();
+    out.resize(start + n);
+    char* w = out.data() + start;
+    std::size_t label = 0, labels = 0;  // where the current label starts; labels ended
+    bool numeric = true;                // the current label is all digits so far
+    bool ok = true;
+    for (std::size_t i = 0; ok && i <= n; ++i) {
+        if (i == n || name[i] == '.') {
+            const std::size_t len = i - label;
+            ok = len > 0 && len <= kMaxLabelLength && w[label] != '-' && w[i - 1] != '-' &&
+                 !(len >= 4 && w[label] == 'x' && w[label + 1] == 'n' && w[label + 2] == '-' &&
+                   w[label + 3] == '-');
+            ++labels;
+            if (i == n) break;
+            w[i] = '.';
+            label = i + 1;
+            numeric = true;
+            continue;
+        }
+        const char c = to_lower(name[i]);
+        ok = is_ldh(static_cast<unsigned char>(c));
+        numeric = numeric && is_digit(static_cast<unsigned char>(c));
+        w[i] = c;
+    }
+    if (ok && labels >= 2 && !numeric) return true;
+    out.resize(start);
+    return false;
+}
+
 // Appends the canonical form of name to out (which may already hold a prefix). Returns a
 // static error message (never derived from the input) or nullptr on success.
-const char* append_canonical(std::string_view name, std::string& out) {
+const char* append_canonical(std::string_view name, std::string& out, bool fast = true) {
+    if (fast && append_plain_ascii(name, out)) return nullptr;
     if (name.empty()) return "empty name";
     if (name.size() > kMaxRawLength) return "name too long";
     bool non_ascii = false;
@@ -382,6 +419,14 @@ Result<std::string> canonical_domain(std::string_view name) {
     return out;
 }
 
+namespace detail {
+Result<std::string> canonical_domain_general(std::string_view name) {
+    std::string out;
+    if (const char* err = append_canonical(name, out, false)) return make_error(err);
+    return out;
+}
+}  // namespace detail
+
 void normalize_key_into(std::string_view raw, Key& key) {
     if (raw.empty()) return void(key = invalid("empty key"));
     if (raw.size() > kMaxRawLength) return void(key = invalid("key too long"));
@@ -389,9 +434,11 @@ void normalize_key_into(std::string_view raw, Key& key) {
     const bool parent = raw.front() == '.';
     if (!parent) {
         if (raw.front() == '[') return void(key = classify_bracketed(raw));
-        if (is_ipv4(raw) || is_ipv6(raw)) return void(key = ip_literal(raw));
-        if (const std::size_t colon = raw.find(':'); colon != std::string_view::npos)
-            return void(key = classify_host_port(raw, colon));
+        // An IPv6 address has a colon: most keys (domains) skip inet_pton.
+        const std::size_t colon = raw.find(':');
+        if (is_ipv4(raw) || (colon != std::string_view::npos && is_ipv6(raw)))
+            return void(key = ip_literal(raw));
+        if (colon != std::string_view::npos) return void(key = classify_host_port(raw, colon));
     }
     // A domain or a parent probe: written into key's own strings.
     key.name.clear();

@@ -22,6 +22,11 @@ inline constexpr std::size_t kMaxLabelLength = 63;
 // 1024 bytes, invalid UTF-8, control bytes, spaces and other non-LDH ASCII are rejected
 // before any IDNA work. Anything else is an Error whose message never echoes the input.
 Result<std::string> canonical_domain(std::string_view name);
+namespace detail {
+// canonical_domain() without its one-pass path for plain ASCII names, for the tests that
+// check that both give the same result (value or error message).
+Result<std::string> canonical_domain_general(std::string_view name);
+}  // namespace detail
 
 // What a key sent by Postfix (or Exim, or the CLI) is, and what Key::name then holds.
 enum class KeyKind {

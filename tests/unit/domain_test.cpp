@@ -317,6 +317,47 @@ TEST_CASE("canonical_domain agrees with normalize_key on domains") {
     }
 }
 
+TEST_CASE("canonical_domain: the one-pass ASCII path agrees with the general one") {
+    // Every row of the table, then names built from the characters and shapes where the
+    // fast path must decline or decide: case, digits, hyphens at label ends, "xn--", empty
+    // labels, trailing dots, labels of 63/64 bytes, names of 253/254 bytes.
+    std::vector<std::string> names;
+    for (const Row& row : rows())
+        names.push_back(row.raw);
+    const std::string parts[] = {"a", "Z", "0", "9", "-", ".", "xn--", "XN--", "_", "\xc3\xa9"};
+    for (const auto& a : parts)
+        for (const auto& b : parts)
+            for (const auto& c : parts)
+                for (const auto& d : parts)
+                    names.push_back(a + b + c + d);
+    const std::string l63(63, 'a'), l64(64, 'b');
+    for (const std::string& tail : std::vector<std::string>{"", ".", ".."}) {
+        names.push_back(l63 + ".example" + tail);
+        names.push_back(l64 + ".example" + tail);
+        names.push_back("x." + l63 + "-" + tail);
+        names.push_back(l63 + "." + l63 + "." + l63 + "." + std::string(61, 'c') + tail);  // 253
+        names.push_back(l63 + "." + l63 + "." + l63 + "." + std::string(62, 'c') + tail);  // 254
+        names.push_back("mail.example.123" + tail);
+        names.push_back("mail.123.example" + tail);
+        names.push_back("xn--bcher-kva.Example" + tail);
+        names.push_back("a.xn--" + tail);
+    }
+    std::size_t accepted = 0;
+    for (const std::string& name : names) {
+        CAPTURE(show(name));
+        const auto fast = canonical_domain(name);
+        const auto general = tlspolicy::detail::canonical_domain_general(name);
+        REQUIRE(fast.ok() == general.ok());
+        if (fast.ok()) {
+            CHECK(*fast == *general);
+            ++accepted;
+        } else {
+            CHECK(fast.error().message == general.error().message);
+        }
+    }
+    CHECK(accepted > 100);  // both paths were exercised on valid names too
+}
+
 TEST_CASE("canonical_domain refuses every other kind of key") {
     for (std::string_view raw :
          {".example.com", "[mail.example.com]", "mail.example.com:25", "192.0.2.1", "::1"}) {
