@@ -193,6 +193,22 @@ const char* append_label(std::string_view label, std::string& out) {
     return nullptr;
 }
 
+// Each byte of a plain ASCII name: its lowercase form for LDH characters and '.', else 0.
+constexpr std::array<char, 256> kPlainByte = [] {
+    std::array<char, 256> t{};
+    for (int c = 0; c < 256; ++c) {
+        const auto u = static_cast<unsigned char>(c);
+        if (is_ldh(u) || u == '.') t[u] = to_lower(static_cast<char>(u));
+    }
+    return t;
+}();
+
+// A label of a plain ASCII name, already lowercase, is one the general path keeps as it is.
+bool plain_label(const char* p, std::size_t len) {
+    return len > 0 && len <= kMaxLabelLength && p[0] != '-' && p[len - 1] != '-' &&
+           !(len >= 4 && p[0] == 'x' && p[1] == 'n' && p[2] == '-' && p[3] == '-');
+}
+
 // The common case in one pass: ASCII LDH labels, none of them an A-label. Appends what the
 // general path below would and returns true; or returns false with `out` unchanged, and the
 // general path decides (and names the error).
@@ -204,27 +220,24 @@ bool append_plain_ascii(std::string_view name, std::string& out) {
     out.resize(start + n);
     char* w = out.data() + start;
     std::size_t label = 0, labels = 0;  // where the current label starts; labels ended
-    bool numeric = true;                // the current label is all digits so far
     bool ok = true;
-    for (std::size_t i = 0; ok && i <= n; ++i) {
-        if (i == n || name[i] == '.') {
-            const std::size_t len = i - label;
-            ok = len > 0 && len <= kMaxLabelLength && w[label] != '-' && w[i - 1] != '-' &&
-                 !(len >= 4 && w[label] == 'x' && w[label + 1] == 'n' && w[label + 2] == '-' &&
-                   w[label + 3] == '-');
-            ++labels;
-            if (i == n) break;
-            w[i] = '.';
-            label = i + 1;
-            numeric = true;
-            continue;
-        }
-        const char c = to_lower(name[i]);
-        ok = is_ldh(static_cast<unsigned char>(c));
-        numeric = numeric && is_digit(static_cast<unsigned char>(c));
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = kPlainByte[static_cast<unsigned char>(name[i])];
         w[i] = c;
+        if (c == '.') {
+            ok = ok && plain_label(w + label, i - label);
+            label = i + 1;
+            ++labels;
+        } else if (c == 0) {
+            ok = false;
+            break;
+        }
     }
-    if (ok && labels >= 2 && !numeric) return true;
+    if (ok && labels >= 1 && plain_label(w + label, n - label)) {
+        // A top-level label of digits only is an address or garbage, not a name.
+        for (std::size_t i = label; i < n; ++i)
+            if (!is_digit(static_cast<unsigned char>(w[i]))) return true;
+    }
     out.resize(start);
     return false;
 }
