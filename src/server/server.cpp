@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <memory>
 
@@ -32,6 +33,13 @@ struct Server::Listener {
 };
 
 namespace {
+
+// Milliseconds of a clock that never jumps, at the kernel's tick resolution (cheap: vDSO).
+int64_t monotonic_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
 
 std::string peer_name(const sockaddr* sa, int len) {
     char buf[INET6_ADDRSTRLEN] = "?";
@@ -161,10 +169,6 @@ class Session : public std::enable_shared_from_this<Session> {
     void start(const Config::Server& limits) {
         max_pipelined_ = static_cast<std::size_t>(limits.max_pipelined);
         idle_ = {static_cast<time_t>(limits.idle_timeout), 0};
-        // Every session's read event has the same timeout, re-armed at each request: libevent
-        // keeps such "common" timeouts in a list (O(1)) instead of its heap.
-        idle_common_ = event_base_init_common_timeout(bufferevent_get_base(bev_.get()), &idle_);
-        if (!idle_common_) idle_common_ = &idle_;
         const timeval write_timeout{kWriteTimeoutSeconds, 0};
         bufferevent_setcb(bev_.get(), nullptr, &Session::on_write, &Session::on_event, this);
         bufferevent_set_timeouts(bev_.get(), nullptr, &write_timeout);
@@ -199,9 +203,9 @@ class Session : public std::enable_shared_from_this<Session> {
         std::string reply;
     };
 
-    static void on_readable(evutil_socket_t fd, short what, void* arg) {
+    static void on_readable(evutil_socket_t fd, short, void* arg) {
         auto self = static_cast<Session*>(arg)->shared_from_this();
-        if (what & EV_TIMEOUT) return self->idle_timeout();
+        self->last_read_ms_ = monotonic_ms();
         // One recv per wake-up: a request usually arrives whole, and the event fires again
         // (level-triggered) when more is waiting.
         const auto [at, room] = self->in_.space(kReadChunk);
@@ -221,12 +225,20 @@ class Session : public std::enable_shared_from_this<Session> {
         self->maybe_finish();
     }
 
+  public:
+    // Idle: reading (so not held back by a full pipeline or output) with nothing pending,
+    // and nothing read for idle_timeout. The server sweeps its sessions a few times a second:
+    // a timeout on the read event would be re-armed at every request.
+    bool idle_at(int64_t now_ms) const {
+        return !closed_ && reading_ && pending_.empty() && idle_.tv_sec > 0 &&
+               now_ms - last_read_ms_ >= int64_t{idle_.tv_sec} * 1000;
+    }
     void idle_timeout() {
-        if (!pending_.empty()) return;  // not idle: waiting for our own lookups
         log::debug("closing " + peer_ + ": idle timeout");
         close();
     }
 
+  private:
     static void on_write(bufferevent*, void* arg) {
         auto self = static_cast<Session*>(arg)->shared_from_this();
         // Output drained: requests held back by a full output buffer can go on.
@@ -451,9 +463,10 @@ class Session : public std::enable_shared_from_this<Session> {
     void set_reading(bool on) {
         if (on == reading_ || !read_ev_) return;
         reading_ = on;
-        if (on)
-            event_add(read_ev_.get(), idle_.tv_sec > 0 ? idle_common_ : nullptr);
-        else
+        if (on) {
+            last_read_ms_ = monotonic_ms();  // the idle clock starts again
+            event_add(read_ev_.get(), nullptr);
+        } else
             event_del(read_ev_.get());
     }
 
@@ -502,7 +515,7 @@ class Session : public std::enable_shared_from_this<Session> {
     InputBuffer in_;
     WireRequest req_;
     LookupScratch scratch_;
-    const timeval* idle_common_ = nullptr;
+    int64_t last_read_ms_ = 0;  // monotonic_ms() of the last read, or when reading resumed
     static constexpr std::size_t kBatchBytes = 64 * 1024;
     static constexpr std::size_t kMaxUnreadOutput = 256 * 1024;
     std::size_t max_pipelined_ = 64;
@@ -515,7 +528,22 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 Server::Server(event_base* base, const PolicyResolver& resolver)
-    : base_(base), resolver_(resolver) {}
+    : base_(base), resolver_(resolver) {
+    idle_sweep_.reset(event_new(
+        base_, -1, EV_PERSIST,
+        [](evutil_socket_t, short, void* arg) { static_cast<Server*>(arg)->sweep_idle(); }, this));
+    const timeval every{0, kIdleSweepMs * 1000};
+    event_add(idle_sweep_.get(), &every);
+}
+
+void Server::sweep_idle() {
+    const int64_t now = monotonic_ms();
+    std::vector<std::shared_ptr<Session>> idle;
+    for (auto& [ptr, session] : sessions_)
+        if (ptr->idle_at(now)) idle.push_back(session);
+    for (auto& session : idle)
+        session->idle_timeout();  // closing changes sessions_: not while iterating it
+}
 
 Server::~Server() {
     // Sessions first (they point at us), then listeners with their socket files.

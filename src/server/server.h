@@ -57,6 +57,7 @@ class Server {
     void session_closed(Session* session);
     void update_accepting();
     void finish_drain();
+    void sweep_idle();  // closes the sessions idle for server.idle_timeout
 
     event_base* base_;
     const PolicyResolver& resolver_;
@@ -67,6 +68,8 @@ class Server {
     bool draining_ = false;
     std::function<void()> on_drained_;
     EventPtr drain_timer_;
+    EventPtr idle_sweep_;  // every kIdleSweepMs: an idle session closes within that of its time
+    static constexpr int kIdleSweepMs = 250;
 };
 
 }  // namespace tlspolicy

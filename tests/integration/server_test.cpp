@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -271,11 +272,26 @@ TEST_CASE("idle connections are closed after server.idle_timeout") {
     TempDir dir;
     Daemon d(dir, config("[server]\nidle_timeout = 1\n"));
     Client c(d.address("socketmap"));
+    Client busy(d.address("socketmap"));
     c.send(netstring("postfix dane.example"));
     CHECK(c.read_until(",") == netstring("OK dane-only"));
+    const auto answered = std::chrono::steady_clock::now();
+    // Another client asks every 300 ms meanwhile: never idle, never closed.
+    bool closed = false;
     std::string rest;
-    CHECK(c.wait_eof(5000, &rest));  // closed by the server within ~1 s
+    while (!closed && std::chrono::steady_clock::now() - answered < std::chrono::seconds(5)) {
+        busy.send(netstring("postfix dane.example"));
+        REQUIRE(busy.read_until(",") == netstring("OK dane-only"));
+        closed = c.wait_eof(300, &rest);
+    }
+    const double after =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - answered).count();
+    CHECK(closed);
     CHECK(rest.empty());
+    CHECK(after >= 0.95);  // not before idle_timeout (1 s)...
+    CHECK(after < 2.5);    // ...and soon after it
+    busy.send(netstring("postfix dane.example"));
+    CHECK(busy.read_until(",") == netstring("OK dane-only"));
 }
 
 TEST_CASE("max_connections applies back-pressure: the extra client waits, then is served") {
