@@ -226,12 +226,13 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
   public:
-    // Idle: reading (so not held back by a full pipeline or output) with nothing pending,
-    // and nothing read for idle_timeout. The server sweeps its sessions a few times a second:
-    // a timeout on the read event would be re-armed at every request.
+    // Idle: reading (so not held back by a full pipeline or output), nothing pending or
+    // waiting to be written, and nothing read for idle_timeout. The server sweeps its sessions
+    // a few times a second: a timeout on the read event would be re-armed at every request.
     bool idle_at(int64_t now_ms) const {
         return !closed_ && reading_ && pending_.empty() && idle_.tv_sec > 0 &&
-               now_ms - last_read_ms_ >= int64_t{idle_.tv_sec} * 1000;
+               now_ms - last_read_ms_ >= int64_t{idle_.tv_sec} * 1000 &&
+               evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0;
     }
     void idle_timeout() {
         log::debug("closing " + peer_ + ": idle timeout");
