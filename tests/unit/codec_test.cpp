@@ -108,6 +108,19 @@ TEST_CASE("hex_quote encodes what tcp_table must, keeps the rest readable") {
     // As Postfix's client quotes requests: spaces too.
     CHECK(hex_quote("a b%", true) == "a%20b%25");
     CHECK(hex_quote("a b%") == "a b%25");
+    // Every byte, between runs that stay as they are; appended after what `out` holds.
+    std::string all;
+    for (int c = 0; c < 256; ++c) {
+        all += "ab";
+        all += static_cast<char>(c);
+    }
+    std::string out = "200 ";
+    hex_quote_append(out, all);
+    REQUIRE(out.rfind("200 ", 0) == 0);
+    CHECK(out.find_first_of(std::string("\0\n\r\x7f\x80\xff", 6), 4) == std::string::npos);
+    auto all_back = hex_unquote(std::string_view(out).substr(4));
+    REQUIRE(all_back.ok());
+    CHECK(*all_back == all);
     for (std::string s :
          {std::string("x%y\nz"), std::string("\x01\xff", 2), std::string("plain")}) {
         auto back = hex_unquote(hex_quote(s));
