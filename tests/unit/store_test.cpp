@@ -242,6 +242,17 @@ void write_big_file(const std::string& path) {
     write_ok(*store, rows);
 }
 
+// Overwrites a page in the middle of a file whose WAL was folded in (the header and the size
+// stay intact); returns the new bytes.
+std::string damage_middle_page(const std::string& path) {
+    std::string bytes = read_bytes(path);
+    const std::size_t page = 4096, middle = bytes.size() / page / 2 * page;
+    for (std::size_t i = middle; i < middle + page; ++i)
+        bytes[i] = static_cast<char>(0xA5);
+    write_bytes(path, bytes);
+    return bytes;
+}
+
 bool contains(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
 }
@@ -788,12 +799,7 @@ TEST_CASE("store: damage past the pages a cheap probe reads is caught at open") 
     write_big_file(path);
     std::filesystem::remove(path + "-wal");
     std::filesystem::remove(path + "-shm");
-    // Overwrite a page in the middle of the file (the header and the size stay intact).
-    std::string bytes = read_bytes(path);
-    const std::size_t page = 4096, middle = bytes.size() / page / 2 * page;
-    for (std::size_t i = middle; i < middle + page; ++i)
-        bytes[i] = static_cast<char>(0xA5);
-    write_bytes(path, bytes);
+    const std::string bytes = damage_middle_page(path);
     const std::string copy = dir.file("copy.sqlite");
     write_bytes(copy, bytes);
 
@@ -821,11 +827,7 @@ TEST_CASE("store: a deferred probe: open() leaves it to probe(), which never mov
     std::filesystem::remove(path + "-wal");
     std::filesystem::remove(path + "-shm");
     CHECK_EQ_GW("probe of an intact file", CacheStore::probe(path).ok(), true);
-    std::string bytes = read_bytes(path);
-    const std::size_t page = 4096, middle = bytes.size() / page / 2 * page;
-    for (std::size_t i = middle; i < middle + page; ++i)
-        bytes[i] = static_cast<char>(0xA5);
-    write_bytes(path, bytes);
+    const std::string bytes = damage_middle_page(path);
 
     CacheStore::OpenReport report;
     auto store = CacheStore::open(path, "w", &report, CacheStore::Probe::Deferred);
