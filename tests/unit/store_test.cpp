@@ -233,13 +233,17 @@ CacheRow sts_row(const std::string& domain, std::size_t body_size = 200) {
 
 // A closed cache file at `path` holding 2000 MTA-STS rows (d0.example ...): big enough that
 // damage to some of its pages can be placed away from the header. Closing the last connection
-// checkpoints the WAL into the file.
+// checkpoints the WAL into the file; no -wal or -shm is left.
 void write_big_file(const std::string& path) {
-    auto store = open_store(path, "w");
-    std::vector<CacheRow> rows;
-    for (int i = 0; i < 2000; ++i)
-        rows.push_back(sts_row("d" + std::to_string(i) + ".example", 1000));
-    write_ok(*store, rows);
+    {
+        auto store = open_store(path, "w");
+        std::vector<CacheRow> rows;
+        for (int i = 0; i < 2000; ++i)
+            rows.push_back(sts_row("d" + std::to_string(i) + ".example", 1000));
+        write_ok(*store, rows);
+    }
+    std::filesystem::remove(path + "-wal");
+    std::filesystem::remove(path + "-shm");
 }
 
 // Overwrites a page in the middle of a file whose WAL was folded in (the header and the size
@@ -797,8 +801,6 @@ TEST_CASE("store: damage past the pages a cheap probe reads is caught at open") 
     TempDir dir;
     const std::string path = dir.file("cache.sqlite");
     write_big_file(path);
-    std::filesystem::remove(path + "-wal");
-    std::filesystem::remove(path + "-shm");
     const std::string bytes = damage_middle_page(path);
     const std::string copy = dir.file("copy.sqlite");
     write_bytes(copy, bytes);
@@ -824,8 +826,6 @@ TEST_CASE("store: a deferred probe: open() leaves it to probe(), which never mov
     TempDir dir;
     const std::string path = dir.file("cache.sqlite");
     write_big_file(path);
-    std::filesystem::remove(path + "-wal");
-    std::filesystem::remove(path + "-shm");
     CHECK_EQ_GW("probe of an intact file", CacheStore::probe(path).ok(), true);
     const std::string bytes = damage_middle_page(path);
 
