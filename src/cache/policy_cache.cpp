@@ -478,7 +478,7 @@ bool PolicyCache::load_file(bool probe) {
         return true;
     }
     // The reading thread's malloc arena held the rows on their way here: give back the pages
-    // it and the handed-over batches no longer use (about 10 MiB for a million rows).
+    // it and the handed-over batches no longer use (4 MiB resident for a million rows).
     ::malloc_trim(0);
     log::info("cache " + path_ + ": " + std::to_string(stats_.loaded) + " answer(s) loaded");
     return true;
